@@ -1,0 +1,60 @@
+# modelbus — the commands a person needs. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+KAFKA_PORT ?= 19092
+export MODELBUS_BOOTSTRAP_SERVERS ?= 127.0.0.1:$(KAFKA_PORT)
+UV ?= uv
+PYTEST := $(UV) run --frozen pytest
+
+.PHONY: help setup kafka-up kafka-down lint fmt codegen test test-unit test-integration test-e2e bench demo up down status
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+setup: ## install Python deps from uv.lock and the Kafka jars from Maven Central
+	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
+	$(UV) sync --frozen --all-packages
+	infra/kafka/kafka.sh setup
+
+kafka-up: ## start the native Kafka broker (reuses a running one)
+	KAFKA_PORT=$(KAFKA_PORT) infra/kafka/kafka.sh up
+
+kafka-down: ## stop the native Kafka broker
+	KAFKA_PORT=$(KAFKA_PORT) infra/kafka/kafka.sh down
+
+lint: ## ruff (lint + format check) and mypy
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen python -m modelbus.events.codegen --check || (echo "events/types.py is stale: run make codegen" && exit 1)
+	$(UV) run --frozen mypy
+
+fmt: ## format the code
+	$(UV) run --frozen ruff format .
+	$(UV) run --frozen ruff check --fix .
+
+codegen: ## regenerate the typed event classes from schemas/
+	$(UV) run --frozen python -m modelbus.events.codegen
+
+test: setup kafka-up ## unit + integration + e2e tests against the real broker
+	$(PYTEST) tests/unit tests/integration tests/e2e
+
+test-unit: ## unit tests only (no broker)
+	$(PYTEST) tests/unit
+
+bench: setup kafka-up ## run the benchmarks; JSON results land in benchmarks/results/
+	$(UV) run --frozen python -m benchmarks.codec
+
+demo: setup kafka-up ## the whole loop on generated data, with live progress
+	$(UV) run --frozen modelbus demo
+
+up: setup kafka-up ## broker + topics + every service in the background
+	$(UV) run --frozen modelbus up
+
+down: ## stop every service started by `make up`, then the broker
+	-$(UV) run --frozen modelbus down
+	KAFKA_PORT=$(KAFKA_PORT) infra/kafka/kafka.sh down
+
+status: ## what runs
+	-KAFKA_PORT=$(KAFKA_PORT) infra/kafka/kafka.sh status
+	-$(UV) run --frozen modelbus status

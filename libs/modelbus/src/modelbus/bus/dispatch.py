@@ -1,0 +1,106 @@
+"""Decode -> handle -> what to publish, or a DeadLetter: the part every consumer loop shares."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from modelbus.bus.envelope import Envelope
+from modelbus.bus.topics import model_of_topic
+from modelbus.events import Codec, CodecError, GenericRecord
+from modelbus.events import types as t
+from modelbus.events.meta import new_meta
+
+Handler = Callable[[Any], Iterable[Any] | None]
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What handling one message produced."""
+
+    events: list[Any] = field(default_factory=list)
+    dead_letter: t.DeadLetter | None = None
+    handled: bool = False
+
+
+class Dispatcher:
+    """Hands each decoded event to its handlers; anything that fails becomes one DeadLetter."""
+
+    def __init__(
+        self,
+        codec: Codec,
+        handlers: Mapping[type, Sequence[Handler]],
+        *,
+        producer: str,
+        max_message_bytes: int = 1_048_576,
+    ) -> None:
+        self.codec = codec
+        self.handlers = handlers
+        self.producer = producer
+        self.max_message_bytes = max_message_bytes
+
+    def dispatch(self, envelope: Envelope) -> Outcome:
+        """Decode and handle one message; never raises for bad input or a failing handler."""
+        if not envelope.value:
+            return self._dead(envelope, "EmptyMessage", "message has no value (null or empty)")
+        if len(envelope.value) > self.max_message_bytes:
+            return self._dead(
+                envelope,
+                "OversizedMessage",
+                f"{len(envelope.value)} bytes exceeds the {self.max_message_bytes}-byte limit",
+            )
+        try:
+            event = self.codec.decode(envelope.value, where=envelope.where)
+        except CodecError as error:
+            return self._dead(envelope, type(error).__name__, str(error))
+        if isinstance(event, GenericRecord):
+            return Outcome()
+        outcome = Outcome()
+        for handler in self.handlers.get(type(event), ()):
+            try:
+                produced = handler(event)
+            except Exception as error:
+                name = getattr(handler, "__qualname__", repr(handler))
+                log.warning("handler failed", handler=name, where=envelope.where, error=str(error))
+                dead = self._dead(
+                    envelope,
+                    "HandlerError",
+                    f"{envelope.where}: {name} raised {type(error).__name__}: {error}",
+                )
+                outcome.dead_letter = dead.dead_letter
+                return outcome
+            outcome.events.extend(produced or ())
+            outcome.handled = True
+        return outcome
+
+    def _dead(self, envelope: Envelope, error_type: str, reason: str) -> Outcome:
+        return Outcome(
+            dead_letter=dead_letter(envelope, error_type, reason, producer=self.producer)
+        )
+
+
+def dead_letter(
+    envelope: Envelope,
+    error_type: str,
+    reason: str,
+    *,
+    producer: str,
+    model_version: int | None = None,
+) -> t.DeadLetter:
+    """The DeadLetter that keeps ``envelope`` whole, with where it came from and why it failed."""
+    return t.DeadLetter(
+        meta=new_meta(producer),
+        model=model_of_topic(envelope.topic) or "",
+        source_topic=envelope.topic,
+        source_partition=envelope.partition,
+        source_offset=envelope.offset,
+        key=envelope.key,
+        value=envelope.value,
+        error_type=error_type,
+        reason=reason,
+        model_version=model_version,
+    )
