@@ -9,7 +9,7 @@ from modelbus.config import KafkaSettings
 
 
 class Settings(BaseSettings):
-    """deployer settings; env prefix ``MODELBUS_DEPLOYER_``. Broker settings come from ``MODELBUS_``."""
+    """deployer settings (env prefix ``MODELBUS_DEPLOYER_``; the broker's: ``MODELBUS_``)."""
 
     model_config = SettingsConfigDict(env_prefix="MODELBUS_DEPLOYER_", extra="ignore")
 

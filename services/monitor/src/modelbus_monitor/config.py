@@ -9,7 +9,7 @@ from modelbus.config import KafkaSettings
 
 
 class Settings(BaseSettings):
-    """monitor settings; env prefix ``MODELBUS_MONITOR_``. Broker settings come from ``MODELBUS_``."""
+    """monitor settings (env prefix ``MODELBUS_MONITOR_``; the broker's: ``MODELBUS_``)."""
 
     model_config = SettingsConfigDict(env_prefix="MODELBUS_MONITOR_", extra="ignore")
 
