@@ -34,6 +34,8 @@ __all__ = [
     "UnknownSchema",
     "build_codec",
     "contract_path",
+    "event_schemas",
+    "example_event",
     "new_meta",
     "register_contract",
 ]
@@ -58,6 +60,18 @@ def register_contract(store: SchemaStore, contract: dict) -> KnownSchema:
     template = _event_schemas()["modelbus.events.PredictionRequest"]
     store.add(contract)
     return store.add(request_schema_for(contract, template))
+
+
+def event_schemas() -> dict[str, dict]:
+    """Every event schema, expanded, by full name."""
+    return _event_schemas()
+
+
+def example_event(cls: type) -> object:
+    """A valid instance of an event class, from its schema."""
+    from modelbus.events.examples import example_record
+
+    return cls.from_avro(example_record(_event_schemas()[cls.SCHEMA_NAME]))  # type: ignore[attr-defined]
 
 
 def build_codec(store: SchemaStore | None = None, *, models: tuple[str, ...] = ()) -> Codec:

@@ -1,0 +1,52 @@
+"""Replaying the lifecycle log into a verified timeline (no I/O: events in, report out)."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelbus.events import types as t
+
+
+@dataclass(slots=True)
+class AuditReport:
+    """What the log says happened, and every inconsistency found in it."""
+
+    events: list[Any] = field(default_factory=list)
+    chains: dict[str, list[Any]] = field(default_factory=dict)
+    versions: dict[str, list[int]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when the log is consistent."""
+        return not self.problems
+
+
+def audit(events: list[Any]) -> AuditReport:
+    """Check ids are unique, causes precede effects, and versions count up from 1 per model."""
+    report = AuditReport(events=events)
+    seen: set[str] = set()
+    chains: dict[str, list[Any]] = defaultdict(list)
+    for event in events:
+        meta = event.meta
+        if meta.event_id in seen:
+            report.problems.append(f"duplicate event_id {meta.event_id} ({type(event).__name__})")
+        if meta.causation_id is not None and meta.causation_id not in seen:
+            report.problems.append(
+                f"{type(event).__name__} {meta.event_id} names cause {meta.causation_id}, "
+                "which is not earlier in the log"
+            )
+        seen.add(meta.event_id)
+        chains[meta.correlation_id].append(event)
+        if isinstance(event, t.ModelRegistered):
+            report.versions.setdefault(event.model, []).append(event.version)
+    for model, versions in report.versions.items():
+        if versions != list(range(1, len(versions) + 1)):
+            report.problems.append(f"{model}: versions registered out of order {versions}")
+        duplicates = [v for v, n in Counter(versions).items() if n > 1]
+        if duplicates:
+            report.problems.append(f"{model}: version(s) {duplicates} registered more than once")
+    report.chains = dict(chains)
+    return report

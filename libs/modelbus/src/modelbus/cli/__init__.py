@@ -1,0 +1,5 @@
+"""The ``modelbus`` command line."""
+
+from modelbus.cli.main import app
+
+__all__ = ["app"]

@@ -1,0 +1,148 @@
+"""``modelbus``: topics, event tailing, audits and the demo, from one command."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from modelbus.bus import LIFECYCLE_TOPIC, Publisher, ensure_topics, topic_specs
+from modelbus.bus.schema_topic import kafka_schema_store
+from modelbus.cli.reading import read_topic
+from modelbus.config import KafkaSettings
+from modelbus.events import Codec, CodecError, GenericRecord, build_codec
+
+app = typer.Typer(
+    help="modelbus: models from training to production, through Avro events on Kafka. "
+    "Broker address from MODELBUS_BOOTSTRAP_SERVERS (default 127.0.0.1:19092).",
+    no_args_is_help=True,
+)
+topics_app = typer.Typer(help="Create and list modelbus topics.", no_args_is_help=True)
+events_app = typer.Typer(help="Read events off the bus.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+app.add_typer(events_app, name="events")
+console = Console()
+
+
+def _settings() -> KafkaSettings:
+    return KafkaSettings()
+
+
+def _codec(settings: KafkaSettings) -> Codec:
+    return build_codec(
+        kafka_schema_store(settings.bootstrap_servers), models=tuple(settings.models)
+    )
+
+
+@topics_app.command("create")
+def topics_create(
+    partitions: Annotated[
+        int | None, typer.Option(help="Partitions per data topic (default: settings).")
+    ] = None,
+) -> None:
+    """Create every topic with its retention and cleanup policy (existing ones are kept)."""
+    settings = _settings()
+    specs = topic_specs(
+        settings.models,
+        data_partitions=partitions or settings.data_partitions,
+        retention_ms=settings.data_retention_ms,
+    )
+    created = ensure_topics(settings.bootstrap_servers, specs)
+    for spec in specs:
+        state = "created" if spec.name in created else "exists"
+        console.print(f"{state:8} {spec.name}  partitions={spec.partitions} {spec.config}")
+
+
+def describe(event: Any) -> str:
+    """One line for a person: type, model, and the fields that matter."""
+    if isinstance(event, GenericRecord):
+        return f"{event.schema_name} {json.dumps(event.fields, default=str)[:200]}"
+    fields = event.to_avro()
+    fields.pop("meta", None)
+    summary = ", ".join(
+        f"{name}={value}" for name, value in fields.items() if not isinstance(value, bytes)
+    )
+    return f"{type(event).__name__}: {summary}"[:240]
+
+
+@events_app.command("tail")
+def events_tail(
+    topic: Annotated[str, typer.Option(help="Topic to read.")] = LIFECYCLE_TOPIC,
+    from_beginning: Annotated[
+        bool, typer.Option("--from-beginning/--new", help="Replay the log, or only new events.")
+    ] = True,
+    follow: Annotated[bool, typer.Option(help="Keep waiting for new events.")] = False,
+    model: Annotated[str | None, typer.Option(help="Only this model's events.")] = None,
+) -> None:
+    """Print decoded events (any schema ever published decodes, even one unknown in code)."""
+    settings = _settings()
+    codec = _codec(settings)
+    for envelope in read_topic(
+        settings.bootstrap_servers, topic, from_beginning=from_beginning, follow=follow
+    ):
+        if model is not None and envelope.key != model.encode():
+            continue
+        try:
+            event = codec.decode(envelope.value or b"", where=envelope.where)
+        except CodecError as error:
+            console.print(f"[red]{envelope.where} undecodable: {error.cause}[/red]")
+            continue
+        when = getattr(getattr(event, "meta", None), "occurred_at", "")
+        console.print(f"[dim]{envelope.where} {when}[/dim] {describe(event)}")
+
+
+@app.command("audit")
+def audit_command(
+    model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
+) -> None:
+    """Replay the lifecycle log into a verified timeline; exit 1 if it is inconsistent."""
+    from modelbus.audit import audit
+
+    settings = _settings()
+    codec = _codec(settings)
+    events = []
+    for envelope in read_topic(settings.bootstrap_servers, LIFECYCLE_TOPIC):
+        event = codec.decode(envelope.value or b"", where=envelope.where)
+        if isinstance(event, GenericRecord) or (model and getattr(event, "model", None) != model):
+            continue
+        events.append(event)
+    report = audit(events)
+    for correlation_id, chain in report.chains.items():
+        table = Table(title=f"loop {correlation_id}", show_lines=False)
+        for column in ("time", "event", "detail"):
+            table.add_column(column)
+        for event in chain:
+            table.add_row(str(event.meta.occurred_at), type(event).__name__, describe(event))
+        console.print(table)
+    for model_name, versions in report.versions.items():
+        console.print(f"{model_name}: versions {versions}")
+    if report.ok:
+        console.print(f"[green]{len(events)} events, log consistent[/green]")
+        return
+    for problem in report.problems:
+        console.print(f"[red]{problem}[/red]")
+    raise typer.Exit(1)
+
+
+@app.command("selfcheck")
+def selfcheck() -> None:
+    """Round-trip an example of every event type through the broker and print each one."""
+    from modelbus.cli.selfcheck import run_selfcheck
+
+    ok = run_selfcheck(_settings(), console)
+    if not ok:
+        raise typer.Exit(1)
+
+
+@app.command("demo")
+def demo() -> None:
+    """Run the loop on generated data, printing only what really happened on the bus."""
+    from modelbus.cli.demo import run_demo
+
+    raise typer.Exit(run_demo(_settings(), console))
+
+
+__all__ = ["Publisher", "app"]
