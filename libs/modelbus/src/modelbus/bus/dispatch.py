@@ -56,7 +56,7 @@ class Dispatcher:
         try:
             event = self.codec.decode(envelope.value, where=envelope.where)
         except CodecError as error:
-            return self._dead(envelope, type(error).__name__, str(error))
+            return self._dead(envelope, type(error).__name__, error.cause)
         if isinstance(event, GenericRecord):
             return Outcome()
         outcome = Outcome()
@@ -69,7 +69,7 @@ class Dispatcher:
                 dead = self._dead(
                     envelope,
                     "HandlerError",
-                    f"{envelope.where}: {name} raised {type(error).__name__}: {error}",
+                    f"{name} raised {type(error).__name__}: {error}",
                 )
                 outcome.dead_letter = dead.dead_letter
                 return outcome
@@ -86,12 +86,12 @@ class Dispatcher:
 def dead_letter(
     envelope: Envelope,
     error_type: str,
-    reason: str,
+    cause: str,
     *,
     producer: str,
     model_version: int | None = None,
 ) -> t.DeadLetter:
-    """The DeadLetter that keeps ``envelope`` whole, with where it came from and why it failed."""
+    """The DeadLetter that keeps ``envelope`` whole; its reason says where it was and why."""
     return t.DeadLetter(
         meta=new_meta(producer),
         model=model_of_topic(envelope.topic) or "",
@@ -101,6 +101,6 @@ def dead_letter(
         key=envelope.key,
         value=envelope.value,
         error_type=error_type,
-        reason=reason,
+        reason=f"{envelope.where}: {cause}",
         model_version=model_version,
     )
