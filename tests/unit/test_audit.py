@@ -33,7 +33,8 @@ def test_duplicates_orphans_and_version_gaps_are_reported() -> None:
     assert not report.ok
     assert report.problems == [
         f"duplicate event_id {first.meta.event_id} (ModelRegistered)",
-        f"ModelRegistered {orphan.meta.event_id} names cause nowhere, which is not earlier in the log",
+        f"ModelRegistered {orphan.meta.event_id} names cause nowhere, "
+        "which is not earlier in the log",
         "example: versions registered out of order [1, 1, 3]",
         "example: version(s) [1] registered more than once",
     ]

@@ -22,8 +22,8 @@ from modelbus.events import (
     find_schema_dir,
     new_meta,
 )
-from modelbus.events.meta import now_utc
 from modelbus.events import types as t
+from modelbus.events.meta import now_utc
 from modelbus.events.types import ALL_RECORDS
 from tests.strategies import from_schema
 
@@ -157,7 +157,7 @@ def test_a_value_of_the_wrong_type_is_an_encode_error() -> None:
     event = example_event(t.ModelRegistered)
     bad = event.to_avro()  # type: ignore[attr-defined]
     bad["version"] = "three"
-    with pytest.raises(EncodeError, match="value does not fit modelbus.events.ModelRegistered"):
+    with pytest.raises(EncodeError, match=r"value does not fit modelbus\.events\.ModelRegistered"):
         CODEC.encode(bad, schema_name="modelbus.events.ModelRegistered")
 
 
