@@ -10,7 +10,7 @@ import structlog
 from confluent_kafka import Consumer, KafkaException
 
 from modelbus.bus.dispatch import Dispatcher
-from modelbus.bus.envelope import Envelope, headers_to_dict
+from modelbus.bus.envelope import from_confluent
 from modelbus.bus.publisher import Publisher
 from modelbus.bus.topics import dlq_topic_for
 from modelbus.config import KafkaSettings
@@ -61,20 +61,13 @@ class ConsumerLoop:
         if not messages:
             return 0
         for message in messages:
-            if message.error():
-                if message.error().fatal():
-                    raise KafkaException(message.error())
-                log.warning("consumer error", error=message.error().str())
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise KafkaException(error)
+                log.warning("consumer error", error=error.str())
                 continue
-            envelope = Envelope(
-                topic=message.topic(),
-                value=message.value(),
-                key=message.key(),
-                headers=headers_to_dict(message.headers()),
-                partition=message.partition(),
-                offset=message.offset(),
-                timestamp_ms=message.timestamp()[1],
-            )
+            envelope = from_confluent(message)
             outcome = self.dispatcher.dispatch(envelope)
             for event in outcome.events:
                 self.publisher.publish(event)

@@ -81,7 +81,7 @@ class Publisher:
         known: KnownSchema | None = None,
     ) -> None:
         """Produce already-encoded bytes."""
-        headers = [(TYPE_HEADER, schema_name.encode())]
+        headers: list[tuple[str, str | bytes | None]] = [(TYPE_HEADER, schema_name.encode())]
         if known is not None:
             headers.append((FINGERPRINT_HEADER, known.fingerprint.hex().encode()))
         while True:

@@ -46,8 +46,9 @@ def read_schema_topic(bootstrap_servers: str, *, timeout_s: float = 10.0) -> lis
             schema = _verified(message.key(), message.value())
             if schema is not None:
                 schemas.append(schema)
-            if message.offset() + 1 >= ends[message.partition()]:
-                pending.discard(message.partition())
+            partition, offset = message.partition() or 0, message.offset() or 0
+            if offset + 1 >= ends[partition]:
+                pending.discard(partition)
     finally:
         consumer.close()
     return schemas

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
-from modelbus.bus.envelope import Envelope, headers_to_dict
+from modelbus.bus.envelope import Envelope, from_confluent
 
 
 def read_topic(
@@ -47,17 +47,10 @@ def read_topic(
                 continue
             if message.error():
                 continue
-            yield Envelope(
-                topic=message.topic(),
-                value=message.value(),
-                key=message.key(),
-                headers=headers_to_dict(message.headers()),
-                partition=message.partition(),
-                offset=message.offset(),
-                timestamp_ms=message.timestamp()[1],
-            )
-            if message.offset() + 1 >= ends.get(message.partition(), 0):
-                pending.discard(message.partition())
+            envelope = from_confluent(message)
+            yield envelope
+            if envelope.offset + 1 >= ends.get(envelope.partition, 0):
+                pending.discard(envelope.partition)
     finally:
         consumer.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -32,10 +33,10 @@ def run_selfcheck(settings: KafkaSettings, console: Console) -> bool:
     reader_codec = build_codec(kafka_schema_store(settings.bootstrap_servers))
     publisher = Publisher(settings, writer_codec, client_id="modelbus-selfcheck")
     run_id = f"selfcheck-{uuid.uuid4()}"
-    sent = {}
+    sent: dict[str, Any] = {}
     for cls in LIFECYCLE_EVENTS + DATA_PLANE_EVENTS:
         event = dataclasses.replace(
-            example_event(cls),  # type: ignore[type-var]
+            example_event(cls),
             meta=new_meta(producer_id("selfcheck"), correlation_id=run_id),
         )
         sent[event.meta.event_id] = event
@@ -65,7 +66,7 @@ def run_selfcheck(settings: KafkaSettings, console: Console) -> bool:
             "[green]identical[/green]" if same else "[red]DIFFERENT[/red]",
         )
         if not same:
-            sent[event.meta.event_id] = None  # type: ignore[assignment]
+            sent[event.meta.event_id] = None
     console.print(table)
     ok = received == len(sent) and all(event is not None for event in sent.values())
     verdict = "[green]all identical[/green]" if ok else "[red]mismatch[/red]"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 from pathlib import Path
 
 from modelbus.events.codec import Codec, GenericRecord
@@ -67,7 +68,7 @@ def event_schemas() -> dict[str, dict]:
     return _event_schemas()
 
 
-def example_event(cls: type) -> object:
+def example_event(cls: type) -> Any:
     """A valid instance of an event class, from its schema."""
     from modelbus.events.examples import example_record
 

@@ -86,7 +86,7 @@ class Codec:
         buffer = BytesIO(data)
         buffer.seek(HEADER_BYTES)
         try:
-            record = schemaless_reader(buffer, writer.parsed, reader_parsed)
+            record: Any = schemaless_reader(buffer, writer.parsed, reader_parsed)
         except EOFError as error:
             raise TruncatedMessage(f"body of {writer.name} is cut short", where=where) from error
         except Exception as error:  # fastavro raises many types on garbage bodies
