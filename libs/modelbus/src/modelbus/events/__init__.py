@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from modelbus.events.codec import Codec, GenericRecord
 from modelbus.events.errors import (
