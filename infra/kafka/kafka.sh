@@ -6,14 +6,14 @@
 #   kafka.sh down     stop the broker this script started (by pid)
 #   kafka.sh status   say whether it runs and where
 #
-# Settings (environment): KAFKA_PORT (19092), KAFKA_CONTROLLER_PORT (19093),
+# Settings (environment): KAFKA_PORT (19092), KAFKA_CONTROLLER_PORT (KAFKA_PORT + 1),
 # MODELBUS_RUN_DIR (<repo>/.run), KAFKA_START_TIMEOUT_S (60), KAFKA_HEAP (512m).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 port="${KAFKA_PORT:-19092}"
-controller_port="${KAFKA_CONTROLLER_PORT:-19093}"
+controller_port="${KAFKA_CONTROLLER_PORT:-$((port + 1))}"
 run_dir="${MODELBUS_RUN_DIR:-$repo/.run}/kafka-$port"
 data_dir="$run_dir/data"
 pid_file="$run_dir/kafka.pid"
