@@ -1,0 +1,213 @@
+"""One micro-batch: validate -> route -> preprocess + forward per version -> encoded outputs."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from modelbus.bus import dead_letter
+from modelbus.bus.envelope import FINGERPRINT_HEADER, TYPE_HEADER, Envelope
+from modelbus.bus.topics import data_topic
+from modelbus.events import Codec
+from modelbus.events.meta import now_utc
+from modelbus_inference.metrics import Metrics
+from modelbus_inference.serving import Serving
+from modelbus_inference.validation import Rejected, RequestDecoder
+
+
+class Incoming(NamedTuple):
+    """A request message as read from Kafka."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class Outgoing(NamedTuple):
+    """A message to produce in the batch's transaction."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+@dataclass(slots=True)
+class Scored:
+    """One row's answer from one version."""
+
+    version: int
+    variant: str
+    scores: list[float] | None
+    label: int
+    model_ms: float
+    error: str | None = None
+
+
+def score_rows(serving: Serving, keys: list[bytes], rows: list[dict[str, Any]]) -> list[Scored]:
+    """Route each row by its key and run every version's rows as one forward pass."""
+    routes = [serving.route(key) for key in keys]
+    by_version: dict[int, list[int]] = {}
+    for index, (route, _) in enumerate(routes):
+        by_version.setdefault(route.version, []).append(index)
+    answers: list[Scored | None] = [None] * len(rows)
+    for version, indices in by_version.items():
+        model = serving.models[version]
+        started = time.perf_counter()
+        try:
+            scores = np.asarray(model.predict_rows([rows[i] for i in indices]), dtype=np.float64)
+            if scores.shape[0] != len(indices):
+                raise ValueError(f"{scores.shape[0]} score rows for {len(indices)} requests")
+            error = None
+        except Exception as failure:
+            scores, error = (
+                None,
+                f"model version {version} raised {type(failure).__name__}: {failure}",
+            )
+        model_ms = (time.perf_counter() - started) * 1000
+        finite = np.isfinite(scores).all(axis=1) if scores is not None else None
+        labels = scores.argmax(axis=1).tolist() if scores is not None else None
+        listed = scores.tolist() if scores is not None else None
+        for position, index in enumerate(indices):
+            variant = routes[index][0].variant
+            if listed is None or labels is None or finite is None:
+                answers[index] = Scored(version, variant, None, -1, model_ms, error)
+            elif not finite[position]:
+                answers[index] = Scored(
+                    version,
+                    variant,
+                    None,
+                    -1,
+                    model_ms,
+                    f"model version {version} returned non-finite scores {listed[position]}",
+                )
+            else:
+                answers[index] = Scored(
+                    version, variant, listed[position], labels[position], model_ms
+                )
+    return [answer for answer in answers if answer is not None]
+
+
+class BatchPredictor:
+    """Turns a batch of request messages into PredictionResults and DeadLetters (no I/O)."""
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        decoder: RequestDecoder,
+        codec: Codec,
+        producer: str,
+        metrics: Metrics,
+    ) -> None:
+        self.model = model
+        self.decoder = decoder
+        self.codec = codec
+        self.producer = producer
+        self.metrics = metrics
+        self.predictions_topic = data_topic(model, "predictions")
+        self.dlq_topic = data_topic(model, "dlq")
+        result = codec.store.reader("modelbus.events.PredictionResult")
+        letter = codec.store.reader("modelbus.events.DeadLetter")
+        if result is None or letter is None:
+            raise RuntimeError("PredictionResult/DeadLetter schemas are not in the codec's store")
+        self.result_schema, self.letter_schema = result, letter
+        self.result_headers = _headers(result.name, result.fingerprint)
+        self.letter_headers = _headers(letter.name, letter.fingerprint)
+        self._requests = metrics.requests.labels(model)
+        self._batch_size = metrics.batch_size.labels(model)
+
+    def predict(self, batch: list[Incoming], serving: Serving) -> list[Outgoing]:
+        """Outputs for every message of the batch: one result or one dead letter each."""
+        picked_up = time.time()
+        self._requests.inc(len(batch))
+        out: list[Outgoing] = []
+        good: list[tuple[Incoming, dict[str, Any]]] = []
+        for message in batch:
+            try:
+                good.append((message, self.decoder.decode(message.value, where=_where(message))))
+            except Rejected as rejected:
+                out.append(self._dead(message, rejected.error_type, rejected.reason, None))
+        if not good:
+            return out
+        self._batch_size.observe(len(good))
+        keys = [m.key if m.key is not None else r["request_id"].encode() for m, r in good]
+        answers = score_rows(serving, keys, [r["features"] for _, r in good])
+        occurred_at = now_utc()
+        encode, schema = self.codec.encode_record, self.result_schema
+        size = len(good)
+        for (message, request), answer in zip(good, answers, strict=True):
+            if answer.scores is None:
+                self.metrics.model_errors.labels(self.model, str(answer.version)).inc()
+                out.append(self._dead(message, "ModelError", answer.error or "", answer.version))
+                continue
+            sent_at = request["sent_at"].timestamp()
+            done = time.time()
+            total_ms = (done - sent_at) * 1000
+            request_meta = request["meta"]
+            record = {
+                "meta": {
+                    "event_id": str(uuid.uuid4()),
+                    "occurred_at": occurred_at,
+                    "producer": self.producer,
+                    "correlation_id": request_meta["correlation_id"],
+                    "causation_id": request_meta["event_id"],
+                },
+                "request_id": request["request_id"],
+                "model": self.model,
+                "version": answer.version,
+                "variant": answer.variant,
+                "scores": answer.scores,
+                "label": answer.label,
+                "timings": {
+                    "queue_ms": (picked_up - sent_at) * 1000,
+                    "model_ms": answer.model_ms,
+                    "total_ms": total_ms,
+                    "batch_size": size,
+                },
+            }
+            out.append(
+                Outgoing(
+                    self.predictions_topic, message.key, encode(record, schema), self.result_headers
+                )
+            )
+            version = str(answer.version)
+            self.metrics.results.labels(self.model, version, answer.variant).inc()
+            self.metrics.end_to_end_ms.labels(self.model, version).observe(total_ms)
+        for version in {a.version for a in answers}:
+            model_ms = next(a.model_ms for a in answers if a.version == version)
+            self.metrics.model_ms.labels(self.model, str(version)).observe(model_ms)
+        return out
+
+    def _dead(
+        self, message: Incoming, error_type: str, reason: str, version: int | None
+    ) -> Outgoing:
+        envelope = Envelope(
+            topic=message.topic,
+            value=message.value,
+            key=message.key,
+            partition=message.partition,
+            offset=message.offset,
+        )
+        letter = dead_letter(
+            envelope, error_type, reason, producer=self.producer, model_version=version
+        )
+        self.metrics.dead_letters.labels(
+            self.model, "" if version is None else str(version), error_type
+        ).inc()
+        value = self.codec.encode_record(letter.to_avro(), self.letter_schema)
+        return Outgoing(self.dlq_topic, message.key, value, self.letter_headers)
+
+
+def _headers(name: str, fingerprint: bytes) -> list[tuple[str, bytes]]:
+    return [(TYPE_HEADER, name.encode()), (FINGERPRINT_HEADER, fingerprint.hex().encode())]
+
+
+def _where(message: Incoming) -> str:
+    return f"{message.topic}[{message.partition}]@{message.offset}"

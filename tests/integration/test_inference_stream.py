@@ -1,0 +1,114 @@
+"""The inference stream on the real broker: exactly once, SIGKILL recovery, dead letters."""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from modelbus.bus.topics import data_topic
+from modelbus.events import types as t
+from tests.integration.test_inference_helpers import (
+    RequestProducer,
+    TopicReader,
+    build_credit_package,
+    create_model_topics,
+    credit_rows,
+    lifecycle_events,
+    publish_lifecycle,
+    registered,
+    request_codec,
+    results_by_request,
+    start_worker,
+    stop_workers,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def package_v1(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A trained credit package and its sha256."""
+    directory = tmp_path_factory.mktemp("packages") / "v1"
+    return directory, build_credit_package(directory, seed=1)
+
+
+def _serve(kafka_settings, model: str, package: tuple[Path, str]) -> None:  # type: ignore[no-untyped-def]
+    create_model_topics(kafka_settings, model)
+    publish_lifecycle(kafka_settings, request_codec(), registered(model, 1, *package))
+
+
+def test_ten_thousand_requests_give_exactly_ten_thousand_results(
+    kafka_settings, unique: str, package_v1: tuple[Path, str]
+) -> None:
+    model = f"credit{unique}"
+    _serve(kafka_settings, model, package_v1)
+    codec = request_codec()
+    producer = RequestProducer(kafka_settings, codec)
+    rows, _ = credit_rows(10_000)
+    worker = start_worker(kafka_settings.bootstrap_servers, model)
+    reader = TopicReader(kafka_settings.bootstrap_servers, data_topic(model, "predictions"), codec)
+    try:
+        for number, row in enumerate(rows):
+            producer.send(model, f"r{number}", row)
+        producer.flush()
+        results = reader.read_until(lambda r: len(r) >= 10_000, timeout_s=120)
+    finally:
+        stop_workers([worker])
+        reader.close()
+    counts = results_by_request(results)
+    assert len(results) == 10_000
+    assert set(counts) == {f"r{n}" for n in range(10_000)}
+    assert set(counts.values()) == {1}
+    assert {r.version for r in results} == {1}
+    assert all(math.isclose(sum(r.scores), 1.0, rel_tol=1e-4) for r in results)
+    loaded = lifecycle_events(kafka_settings.bootstrap_servers, codec, model, (t.ModelLoaded,))
+    assert loaded
+    assert loaded[0].version == 1
+
+
+def test_sigkilled_worker_restarted_three_times_loses_and_duplicates_nothing(
+    kafka_settings, unique: str, package_v1: tuple[Path, str]
+) -> None:
+    model = f"credit{unique}"
+    _serve(kafka_settings, model, package_v1)
+    codec = request_codec()
+    producer = RequestProducer(kafka_settings, codec)
+    rows, _ = credit_rows(10_000, seed=11)
+    bootstrap = kafka_settings.bootstrap_servers
+    workers = {
+        0: start_worker(bootstrap, model, index=0),
+        1: start_worker(bootstrap, model, index=1),
+    }
+    reader = TopicReader(bootstrap, data_topic(model, "predictions"), codec)
+    chooser = random.Random(42)
+    kill_after = sorted(chooser.sample(range(1_000, 9_000), 3))
+    try:
+        for number, row in enumerate(rows):
+            producer.send(model, f"r{number}", row)
+            if kill_after and number == kill_after[0]:
+                kill_after.pop(0)
+                producer.flush()
+                time.sleep(chooser.uniform(0.2, 1.5))
+                victim = chooser.choice(sorted(workers))
+                workers[victim].send_signal(signal.SIGKILL)
+                workers[victim].wait()
+                workers[victim] = start_worker(bootstrap, model, index=victim)
+            elif number % 500 == 0:
+                producer.flush()
+                time.sleep(0.05)
+        producer.flush()
+        results = reader.read_until(lambda r: len(r) >= 10_000, timeout_s=180)
+    finally:
+        stop_workers(workers.values())
+        reader.close()
+    counts = results_by_request(results)
+    duplicated = sorted(rid for rid, n in counts.items() if n > 1)
+    missing = {f"r{n}" for n in range(10_000)} - set(counts)
+    assert not duplicated, f"{len(duplicated)} duplicated, e.g. {duplicated[:5]}"
+    assert not missing, f"{len(missing)} lost, e.g. {sorted(missing)[:5]}"
+    assert len(results) == 10_000
