@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -11,9 +14,12 @@ from rich.table import Table
 
 from modelbus.bus import LIFECYCLE_TOPIC, Publisher, ensure_topics, topic_specs
 from modelbus.bus.schema_topic import kafka_schema_store
+from modelbus.cli.processes import ServiceProcess
 from modelbus.cli.reading import read_topic
 from modelbus.config import KafkaSettings
-from modelbus.events import Codec, CodecError, GenericRecord, build_codec
+from modelbus.events import Codec, CodecError, GenericRecord, build_codec, new_meta
+from modelbus.events import types as t
+from modelbus.events.meta import producer_id
 
 app = typer.Typer(
     help="modelbus: models from training to production, through Avro events on Kafka. "
@@ -25,6 +31,9 @@ events_app = typer.Typer(help="Read events off the bus.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(events_app, name="events")
 console = Console()
+
+SERVICES = ("registry", "trainer", "inference")
+"""Services with a long-running ``run`` command; deployer and monitor are not built yet."""
 
 
 def _settings() -> KafkaSettings:
@@ -135,6 +144,107 @@ def selfcheck() -> None:
     ok = run_selfcheck(_settings(), console)
     if not ok:
         raise typer.Exit(1)
+
+
+def _publish_request(event: Any) -> None:
+    settings = _settings()
+    publisher = Publisher(settings, _codec(settings), client_id="modelbus-cli")
+    publisher.publish(event)
+    publisher.flush()
+    console.print(f"published {describe(event)}")
+    console.print(f"[dim]event_id {event.meta.event_id}: follow with `modelbus events tail`[/dim]")
+
+
+def _operator() -> str:
+    return f"{getpass.getuser()}@cli"
+
+
+@app.command("train")
+def train(
+    model: Annotated[str, typer.Argument(help="Model to train, e.g. credit.")],
+    reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "requested from CLI",
+    seed: Annotated[
+        int | None, typer.Option(help="Training seed (trainer default if unset).")
+    ] = None,
+) -> None:
+    """Ask the trainer for a new version (publishes TrainingRequested)."""
+    _publish_request(
+        t.TrainingRequested(
+            meta=new_meta(producer_id("cli")),
+            model=model,
+            reason=reason,
+            requested_by=_operator(),
+            seed=seed,
+        )
+    )
+
+
+@app.command("rollback")
+def rollback(
+    model: Annotated[str, typer.Argument(help="Model to roll back.")],
+    to_version: Annotated[
+        int | None, typer.Option(help="Version to serve (default: the previous champion).")
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "requested from CLI",
+) -> None:
+    """Ask the deployer to roll back now (publishes RollbackRequested)."""
+    _publish_request(
+        t.RollbackRequested(
+            meta=new_meta(producer_id("cli")),
+            model=model,
+            to_version=to_version,
+            requested_by=_operator(),
+            reason=reason,
+        )
+    )
+
+
+@app.command("promote")
+def promote(
+    model: Annotated[str, typer.Argument(help="Model.")],
+    version: Annotated[int, typer.Argument(help="Version to make champion.")],
+    reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "requested from CLI",
+) -> None:
+    """Ask the deployer to promote a version now (publishes PromotionRequested)."""
+    _publish_request(
+        t.PromotionRequested(
+            meta=new_meta(producer_id("cli")),
+            model=model,
+            version=version,
+            requested_by=_operator(),
+            reason=reason,
+        )
+    )
+
+
+def _service_processes() -> list[ServiceProcess]:
+    run_dir = Path(os.environ.get("MODELBUS_RUN_DIR", ".run"))
+    return [ServiceProcess(name, ("-m", f"modelbus_{name}", "run"), run_dir) for name in SERVICES]
+
+
+@app.command("up")
+def up() -> None:
+    """Create the topics and start every built service in the background (logs in .run/logs)."""
+    topics_create(partitions=None)
+    for process in _service_processes():
+        pid = process.start()
+        console.print(f"{process.name:10} pid {pid}  log {process.log_file}")
+
+
+@app.command("down")
+def down() -> None:
+    """Stop every service `modelbus up` started."""
+    for process in _service_processes():
+        state = "stopped" if process.stop() else "was not running"
+        console.print(f"{process.name:10} {state}")
+
+
+@app.command("status")
+def status() -> None:
+    """Say which services run."""
+    for process in _service_processes():
+        pid = process.pid()
+        console.print(f"{process.name:10} " + (f"running, pid {pid}" if pid else "not running"))
 
 
 @app.command("demo")
