@@ -80,27 +80,26 @@ def test_sigkilled_worker_restarted_three_times_loses_and_duplicates_nothing(
     producer = RequestProducer(kafka_settings, codec)
     rows, _ = credit_rows(10_000, seed=11)
     bootstrap = kafka_settings.bootstrap_servers
-    workers = {
-        0: start_worker(bootstrap, model, index=0),
-        1: start_worker(bootstrap, model, index=1),
-    }
+    workers = {i: start_worker(bootstrap, model, index=i) for i in (0, 1)}
     reader = TopicReader(bootstrap, data_topic(model, "predictions"), codec)
     chooser = random.Random(42)
-    kill_after = sorted(chooser.sample(range(1_000, 9_000), 3))
     try:
-        for number, row in enumerate(rows):
-            producer.send(model, f"r{number}", row)
-            if kill_after and number == kill_after[0]:
-                kill_after.pop(0)
+        for number in range(500):
+            producer.send(model, f"r{number}", rows[number])
+        producer.flush()
+        # Both workers stream before the first kill, so kills land mid-run, not at boot.
+        reader.read_until(lambda r: len(r) >= 500, timeout_s=60, settle_s=0)
+        kill_at = set(chooser.sample(range(1_000, 9_500), 3))
+        for number in range(500, 10_000):
+            producer.send(model, f"r{number}", rows[number])
+            if number % 100 == 0:
                 producer.flush()
-                time.sleep(chooser.uniform(0.2, 1.5))
+                time.sleep(0.1)  # ~1,000 requests/s: the run spans the kills and restarts
+            if number in kill_at:
                 victim = chooser.choice(sorted(workers))
                 workers[victim].send_signal(signal.SIGKILL)
                 workers[victim].wait()
                 workers[victim] = start_worker(bootstrap, model, index=victim)
-            elif number % 500 == 0:
-                producer.flush()
-                time.sleep(0.05)
         producer.flush()
         results = reader.read_until(lambda r: len(r) >= 10_000, timeout_s=180)
     finally:
