@@ -11,13 +11,16 @@ from pathlib import Path
 import pytest
 
 from modelbus.bus.topics import data_topic
+from modelbus.events import new_meta
 from modelbus.events import types as t
+from modelbus.events.meta import now_utc
 from tests.integration.test_inference_helpers import (
     RequestProducer,
     TopicReader,
     build_credit_package,
     create_model_topics,
     credit_rows,
+    encode_request,
     lifecycle_events,
     publish_lifecycle,
     registered,
@@ -111,3 +114,84 @@ def test_sigkilled_worker_restarted_three_times_loses_and_duplicates_nothing(
     assert not duplicated, f"{len(duplicated)} duplicated, e.g. {duplicated[:5]}"
     assert not missing, f"{len(missing)} lost, e.g. {sorted(missing)[:5]}"
     assert len(results) == 10_000
+
+
+def _malformed(codec, model: str, number: int, row: dict) -> bytes:  # type: ignore[no-untyped-def]
+    """One of ten kinds of bad request, chosen by ``number``."""
+    generic = codec.store.reader("modelbus.events.PredictionRequest")
+    good = encode_request(codec, model, f"r{number}", row)
+    kind = number % 10
+    if kind == 0:
+        return b"not avro at all"
+    if kind == 1:
+        return good[: len(good) // 2]
+    if kind == 2:
+        return b"\xc3\x01" + bytes(8) + good[10:]
+    if kind == 3:
+        return encode_request(codec, model, f"r{number}", {**row, "salary": math.nan})
+    if kind == 4:
+        return encode_request(codec, model, f"r{number}", {**row, "loan": math.inf})
+    if kind == 5:
+        return encode_request(codec, "some-other-model", f"r{number}", row)
+    if kind == 6:
+        return good + bytes(70_000)
+    features = dict(row)
+    if kind == 7:
+        del features["age"]
+    elif kind == 8:
+        features["age"] = "forty"
+    else:
+        features["shoe_size"] = 42
+    record = {
+        "meta": new_meta("test").to_avro(),
+        "request_id": f"r{number}",
+        "model": model,
+        "sent_at": now_utc(),
+        "features": features,
+    }
+    return codec.encode_record(record, generic)
+
+
+def test_mixed_stream_gives_results_for_good_requests_and_dead_letters_for_bad(
+    kafka_settings, unique: str, package_v1: tuple[Path, str]
+) -> None:
+    model = f"credit{unique}"
+    _serve(kafka_settings, model, package_v1)
+    codec = request_codec()
+    producer = RequestProducer(kafka_settings, codec)
+    rows, _ = credit_rows(4_000, seed=5)
+    bad = set(random.Random(3).sample(range(4_000), 200))
+    for number, row in enumerate(rows):
+        if number in bad:
+            producer.send_raw(model, f"r{number}", _malformed(codec, model, number, row))
+        else:
+            producer.send(model, f"r{number}", row)
+    producer.flush()
+    bootstrap = kafka_settings.bootstrap_servers
+    worker = start_worker(bootstrap, model)
+    results_reader = TopicReader(bootstrap, data_topic(model, "predictions"), codec)
+    letters_reader = TopicReader(bootstrap, data_topic(model, "dlq"), codec)
+    try:
+        results = results_reader.read_until(lambda r: len(r) >= 3_800, timeout_s=120)
+        letters = letters_reader.read_until(lambda r: len(r) >= 200, timeout_s=30)
+    finally:
+        stop_workers([worker])
+        results_reader.close()
+        letters_reader.close()
+    good_ids = {f"r{n}" for n in range(4_000) if n not in bad}
+    bad_ids = {f"r{n}" for n in bad}
+    assert results_by_request(results) == dict.fromkeys(good_ids, 1)
+    letter_ids = [letter.key.decode() for letter in letters]
+    assert sorted(letter_ids) == sorted(bad_ids)
+    by_kind = {int(letter.key.decode()[1:]) % 10: letter for letter in letters}
+    assert by_kind[0].error_type == "BadMagic"
+    assert by_kind[1].error_type in ("TruncatedMessage", "BodyMismatch")
+    assert by_kind[2].error_type == "UnknownSchema"
+    assert "'salary' is nan" in by_kind[3].reason
+    assert "'loan' is inf" in by_kind[4].reason
+    assert by_kind[5].error_type == "UnknownModel"
+    assert by_kind[6].error_type == "OversizedMessage"
+    assert "missing field(s) 'age'" in by_kind[7].reason
+    assert "'age' is str" in by_kind[8].reason
+    assert "unknown field(s) 'shoe_size'" in by_kind[9].reason
+    assert all(letter.model == model and letter.value for letter in letters)
