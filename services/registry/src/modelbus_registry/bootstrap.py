@@ -1,0 +1,138 @@
+"""Wiring: adapters into handlers, and the one process that consumes and serves HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+import uvicorn
+from fastapi import FastAPI
+
+from modelbus.bus import LIFECYCLE_TOPIC, Dispatcher, ensure_topics, topic_specs
+from modelbus.bus.aio import AsyncConsumerLoop, AsyncPublisher
+from modelbus.bus.dispatch import Handler
+from modelbus.bus.schema_topic import kafka_schema_store
+from modelbus.events import build_codec
+from modelbus.events.meta import producer_id
+from modelbus.service import inject
+from modelbus_registry.api import create_app
+from modelbus_registry.artifacts import PackageVault
+from modelbus_registry.config import Settings
+from modelbus_registry.db import make_engine
+from modelbus_registry.handlers import EVENT_HANDLERS, resync_mirror
+from modelbus_registry.mirror import Mirror, MlflowMirror, NoMirror
+from modelbus_registry.store import RegistryStore
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Registry:
+    """The registry's adapters and its handlers bound to them."""
+
+    settings: Settings
+    store: RegistryStore
+    vault: PackageVault
+    mirror: Mirror
+    producer: str
+    handlers: dict[type, list[Handler]]
+
+    def app(self, publisher: Any, lifespan: Any = None) -> FastAPI:
+        """The REST API over this registry, publishing requests through ``publisher``."""
+        token = self.settings.api_token
+        return create_app(
+            self.store,
+            self.vault,
+            publisher,
+            api_token=token.get_secret_value() if self.settings.auth_enabled and token else None,
+            trainable_models=self.settings.kafka.models,
+            producer=self.producer,
+            lifespan=lifespan,
+        )
+
+
+def bootstrap(settings: Settings, *, mirror: Mirror | None = None) -> Registry:
+    """Build the adapters from ``settings`` (``mirror`` replaces MLflow, e.g. in tests)."""
+    if mirror is None:
+        mirror = (
+            MlflowMirror(settings.mlflow_tracking_uri) if settings.mlflow_mirror else NoMirror()
+        )
+    store = RegistryStore(make_engine(settings.db_url))
+    vault = PackageVault(settings.packages_dir, mlflow_tracking_uri=settings.mlflow_tracking_uri)
+    producer = producer_id("registry")
+    handlers = inject(
+        EVENT_HANDLERS, {"store": store, "vault": vault, "mirror": mirror, "producer": producer}
+    )
+    return Registry(settings, store, vault, mirror, producer, handlers)
+
+
+async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Consume modelbus.lifecycle and serve the REST API until ``stop`` is set or a signal."""
+    stop = stop or asyncio.Event()
+    kafka = settings.kafka
+    registry = await asyncio.to_thread(bootstrap, settings)
+    await asyncio.to_thread(
+        ensure_topics,
+        kafka.bootstrap_servers,
+        topic_specs(
+            kafka.models,
+            data_partitions=kafka.data_partitions,
+            retention_ms=kafka.data_retention_ms,
+        ),
+    )
+    codec = build_codec(kafka_schema_store(kafka.bootstrap_servers), models=tuple(kafka.models))
+    publisher = AsyncPublisher(kafka, codec, client_id=registry.producer)
+    consumer = AsyncConsumerLoop(
+        kafka,
+        group_id=settings.group_id,
+        topics=[LIFECYCLE_TOPIC],
+        dispatcher=Dispatcher(
+            codec,
+            registry.handlers,
+            producer=registry.producer,
+            max_message_bytes=kafka.max_message_bytes,
+        ),
+        publisher=publisher,
+    )
+    await asyncio.to_thread(resync_mirror, registry.store, registry.mirror)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await publisher.start()
+        await consumer.start()
+        consuming = asyncio.create_task(consumer.run(stop))
+        # A consumer that dies takes the process with it, rather than serving a stale registry.
+        consuming.add_done_callback(lambda _task: stop.set())
+        log.info("registry consuming", topic=LIFECYCLE_TOPIC, group=settings.group_id)
+        try:
+            yield
+        finally:
+            stop.set()
+            await consuming
+            await consumer.stop()
+            await publisher.stop()
+
+    server = uvicorn.Server(
+        uvicorn.Config(
+            registry.app(publisher, lifespan=lifespan),
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            lifespan="on",
+        )
+    )
+
+    async def exit_on_stop() -> None:
+        await stop.wait()
+        server.should_exit = True
+
+    watcher = asyncio.create_task(exit_on_stop())
+    try:
+        await server.serve()
+    finally:
+        stop.set()
+        await watcher

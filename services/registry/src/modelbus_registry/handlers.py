@@ -1,0 +1,282 @@
+"""Plain functions: an event or a command in, the events to publish out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import structlog
+from sqlalchemy.exc import IntegrityError
+
+from modelbus.events import new_meta
+from modelbus.events import types as t
+from modelbus_registry.artifacts import ArtifactRejected, PackageVault
+from modelbus_registry.db import ModelVersion, RegistrationFailure
+from modelbus_registry.domain import (
+    RequestPromotion,
+    RequestRollback,
+    RequestTraining,
+    alias_moves,
+    model_name_problem,
+    parent_of,
+    unknown_model,
+    unknown_version,
+)
+from modelbus_registry.mirror import Mirror
+from modelbus_registry.store import RegistryStore
+
+log = structlog.get_logger(__name__)
+AliasEvent = t.TrafficShifted | t.ModelPromoted | t.ModelRolledBack
+
+
+def register_trained_model(
+    event: t.ModelTrained, store: RegistryStore, vault: PackageVault, mirror: Mirror, producer: str
+) -> list[Any]:
+    """ModelTrained -> a new version and ModelRegistered, or RegistrationFailed with the reason.
+
+    A redelivered ModelTrained answers with the very event it got the first time (same
+    event id), so an outcome lost to a crash is published again and nothing is duplicated.
+    """
+    done = store.version_for_trained_event(event.meta.event_id)
+    if done is not None:
+        mirror_version(done, store, mirror)
+        return [registered_event(done)]
+    refused = store.failure_for_trained_event(event.meta.event_id)
+    if refused is not None:
+        return [failed_event(refused)]
+    try:
+        problem = model_name_problem(event.model)
+        if problem:
+            raise ArtifactRejected(problem)
+        package = vault.admit(
+            event.model, event.artifact_uri, event.artifact_sha256, event.contract_fingerprint
+        )
+    except ArtifactRejected as error:
+        log.warning("registration refused", model=event.model, reason=str(error))
+        return [failed_event(_record_failure(event, str(error), store, producer))]
+    meta = new_meta(producer, cause=event)
+
+    def build(version: int, existing: set[int], champion: int | None) -> ModelVersion:
+        return ModelVersion(
+            model=event.model,
+            version=version,
+            run_id=event.run_id,
+            job_id=event.job_id,
+            artifact_uri=event.artifact_uri,
+            artifact_sha256=event.artifact_sha256,
+            package_path=str(package.path),
+            contract_fingerprint=event.contract_fingerprint,
+            metrics=dict(event.metrics),
+            params=dict(event.params),
+            data_lineage=event.data.to_avro(),
+            code=event.code.to_avro(),
+            environment=event.environment.to_avro(),
+            manifest=package.manifest,
+            parent_version=parent_of(
+                event.parent_version, existing, champion, max(existing) if existing else None
+            ),
+            trained_event_id=event.meta.event_id,
+            correlation_id=meta.correlation_id,
+            registered_event_id=meta.event_id,
+            registered_at=meta.occurred_at,
+            producer=producer,
+        )
+
+    try:
+        row = store.add_version(event.model, build)
+    except IntegrityError:
+        # A concurrent delivery of the same event won the race: answer as it did.
+        row_or_none = store.version_for_trained_event(event.meta.event_id)
+        if row_or_none is None:
+            raise
+        row = row_or_none
+    log.info("registered", model=row.model, version=row.version, run_id=row.run_id)
+    mirror_version(row, store, mirror)
+    return [registered_event(row)]
+
+
+def follow_aliases(event: AliasEvent, store: RegistryStore, mirror: Mirror) -> list[Any]:
+    """TrafficShifted / ModelPromoted / ModelRolledBack -> champion and canary history, mirrored."""
+    moves = store.apply_alias_event(
+        event_id=event.meta.event_id,
+        event_type=type(event).__name__,
+        model=event.model,
+        changed_at=event.meta.occurred_at,
+        reason=event.reason,
+        moves_for=lambda current: alias_moves(event, current),
+    )
+    for move in moves or ():
+        row = store.version(event.model, move.version) if move.version is not None else None
+        if move.version is not None and (row is None or row.mlflow_version is None):
+            log.warning("alias names an unmirrored version", model=event.model, move=move)
+            continue
+        try:
+            mirror.move_alias(event.model, move.alias, row.mlflow_version if row else None)
+        except Exception as error:  # the database is the truth; resync_mirror repairs MLflow
+            log.warning("mirroring alias failed", model=event.model, move=move, error=str(error))
+    return []
+
+
+def mirror_version(row: ModelVersion, store: RegistryStore, mirror: Mirror) -> None:
+    """Copy a version into the mirror once; a failure is logged and retried on resync."""
+    if row.mlflow_version is not None:
+        return
+    try:
+        mirrored = mirror.mirror_version(row)
+    except Exception as error:  # the database is the truth; resync_mirror repairs MLflow
+        log.warning(
+            "mirroring version failed", model=row.model, version=row.version, error=str(error)
+        )
+        return
+    if mirrored is not None:
+        store.set_mlflow_version(row.model, row.version, mirrored)
+        row.mlflow_version = mirrored
+
+
+def resync_mirror(store: RegistryStore, mirror: Mirror) -> None:
+    """Mirror every version and current alias the mirror missed (run at start)."""
+    for model in store.models():
+        for row in store.versions(model):
+            mirror_version(row, store, mirror)
+        for alias, version in store.aliases(model).items():
+            target = store.version(model, version) if version is not None else None
+            if version is None or (target is not None and target.mlflow_version is not None):
+                try:
+                    mirror.move_alias(model, alias, target.mlflow_version if target else None)
+                except Exception as error:
+                    log.warning(
+                        "mirroring alias failed", model=model, alias=alias, error=str(error)
+                    )
+
+
+def request_rollback(
+    command: RequestRollback, store: RegistryStore, producer: str
+) -> list[t.RollbackRequested]:
+    """An operator's rollback, for a model (and target version) the registry knows."""
+    versions = _versions_of(command.model, store)
+    if command.to_version is not None and command.to_version not in versions:
+        raise unknown_version(command.model, command.to_version, versions)
+    return [
+        t.RollbackRequested(
+            meta=new_meta(producer),
+            model=command.model,
+            to_version=command.to_version,
+            requested_by=command.requested_by,
+            reason=command.reason,
+        )
+    ]
+
+
+def request_promotion(
+    command: RequestPromotion, store: RegistryStore, producer: str
+) -> list[t.PromotionRequested]:
+    """An operator's promotion of a version the registry holds."""
+    versions = _versions_of(command.model, store)
+    if command.version not in versions:
+        raise unknown_version(command.model, command.version, versions)
+    return [
+        t.PromotionRequested(
+            meta=new_meta(producer),
+            model=command.model,
+            version=command.version,
+            requested_by=command.requested_by,
+            reason=command.reason,
+        )
+    ]
+
+
+def request_training(
+    command: RequestTraining, store: RegistryStore, trainable_models: Sequence[str], producer: str
+) -> list[t.TrainingRequested]:
+    """An operator's training request, for a model with a data contract or a version."""
+    known = sorted({*trainable_models, *store.models()})
+    if command.model not in known:
+        raise unknown_model(command.model, known)
+    return [
+        t.TrainingRequested(
+            meta=new_meta(producer),
+            model=command.model,
+            reason=command.reason,
+            requested_by=command.requested_by,
+            seed=command.seed,
+            max_rows=command.max_rows,
+        )
+    ]
+
+
+def registered_event(row: ModelVersion) -> t.ModelRegistered:
+    """The ModelRegistered a version was announced with, rebuilt identically from its row."""
+    return t.ModelRegistered(
+        meta=t.EventMeta(
+            event_id=row.registered_event_id,
+            occurred_at=row.registered_at,
+            producer=row.producer,
+            correlation_id=row.correlation_id,
+            causation_id=row.trained_event_id,
+        ),
+        model=row.model,
+        version=row.version,
+        run_id=row.run_id,
+        artifact_uri=row.artifact_uri,
+        artifact_sha256=row.artifact_sha256,
+        metrics=dict(row.metrics),
+        parent_version=row.parent_version,
+        description=f"run {row.run_id}, job {row.job_id}",
+    )
+
+
+def failed_event(failure: RegistrationFailure) -> t.RegistrationFailed:
+    """The RegistrationFailed a refusal was announced with, rebuilt identically."""
+    return t.RegistrationFailed(
+        meta=t.EventMeta(
+            event_id=failure.failed_event_id,
+            occurred_at=failure.failed_at,
+            producer=failure.producer,
+            correlation_id=failure.correlation_id,
+            causation_id=failure.trained_event_id,
+        ),
+        model=failure.model,
+        run_id=failure.run_id,
+        artifact_uri=failure.artifact_uri,
+        reason=failure.reason,
+    )
+
+
+def _record_failure(
+    event: t.ModelTrained, reason: str, store: RegistryStore, producer: str
+) -> RegistrationFailure:
+    meta = new_meta(producer, cause=event)
+    try:
+        return store.add_failure(
+            RegistrationFailure(
+                model=event.model,
+                run_id=event.run_id,
+                artifact_uri=event.artifact_uri,
+                reason=reason,
+                trained_event_id=event.meta.event_id,
+                correlation_id=meta.correlation_id,
+                failed_event_id=meta.event_id,
+                failed_at=meta.occurred_at,
+                producer=producer,
+            )
+        )
+    except IntegrityError:
+        existing = store.failure_for_trained_event(event.meta.event_id)
+        if existing is None:
+            raise
+        return existing
+
+
+def _versions_of(model: str, store: RegistryStore) -> list[int]:
+    versions = [row.version for row in store.versions(model)]
+    if not versions:
+        raise unknown_model(model, store.models())
+    return versions
+
+
+EVENT_HANDLERS: dict[type, list[Callable[..., list[Any]]]] = {
+    t.ModelTrained: [register_trained_model],
+    t.TrafficShifted: [follow_aliases],
+    t.ModelPromoted: [follow_aliases],
+    t.ModelRolledBack: [follow_aliases],
+}
