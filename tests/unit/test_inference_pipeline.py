@@ -1,0 +1,259 @@
+"""The inference pipeline with fakes: validation, model manager, batch predictor, handlers."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from modelbus.events import build_codec, contract_path, new_meta
+from modelbus.events import types as t
+from modelbus.events.meta import now_utc
+from modelbus_inference.config import Settings
+from modelbus_inference.domain import Registration
+from modelbus_inference.handlers import model_registered, traffic_shifted
+from modelbus_inference.metrics import Metrics
+from modelbus_inference.predict import BatchPredictor, Incoming
+from modelbus_inference.runtime import LoadFailed
+from modelbus_inference.serving import ModelManager
+from modelbus_inference.validation import ContractFields, Rejected, RequestDecoder
+
+MODEL = "credit"
+TOPIC = "modelbus.credit.requests"
+ROW = {
+    "salary": 50_000.0,
+    "commission": 10_000.0,
+    "age": 40,
+    "elevel": 2,
+    "car": 3,
+    "zipcode": 4,
+    "hvalue": 100_000.0,
+    "hyears": 10,
+    "loan": 20_000.0,
+}
+
+
+class FakeModel:
+    """Scores by a rule; NaN where salary is 13, raises when told to."""
+
+    environment_check = "exact"
+    load_ms = 1.0
+
+    def __init__(self, version: int, *, raises: bool = False) -> None:
+        self.version = version
+        self.raises = raises
+
+    def predict_rows(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        if self.raises:
+            raise RuntimeError("boom")
+        scores = np.array([[0.25, 0.75] for _ in rows])
+        scores[[row["salary"] == 13.0 for row in rows]] = math.nan
+        return scores
+
+
+def manager_with(models: dict[int, Any]) -> ModelManager:
+    def load(registration: Registration) -> Any:
+        found = models[registration.version]
+        if isinstance(found, str):
+            raise LoadFailed(found)
+        return found
+
+    return ModelManager(MODEL, load, worker="inference@test")
+
+
+def registered_event(version: int, model: str = MODEL) -> t.ModelRegistered:
+    return t.ModelRegistered(
+        meta=new_meta("registry"),
+        model=model,
+        version=version,
+        run_id="r",
+        artifact_uri=f"file:///packages/{version}",
+        artifact_sha256="ab" * 32,
+        metrics={},
+    )
+
+
+def shifted_event(routes: list[tuple[str, int, float]], model: str = MODEL) -> t.TrafficShifted:
+    return t.TrafficShifted(
+        meta=new_meta("deployer"),
+        model=model,
+        routes=[t.Route(variant=v, version=n, weight_pct=w) for v, n, w in routes],
+        reason="canary step",
+    )
+
+
+@pytest.fixture
+def codec():  # type: ignore[no-untyped-def]
+    return build_codec(models=("credit",))
+
+
+@pytest.fixture
+def contract() -> dict[str, Any]:
+    return json.loads(contract_path("credit").read_text())
+
+
+def request_bytes(codec, request_id: str, features: dict, model: str = MODEL) -> bytes:  # type: ignore[no-untyped-def]
+    record = {
+        "meta": new_meta("producer").to_avro(),
+        "request_id": request_id,
+        "model": model,
+        "sent_at": now_utc(),
+        "features": features,
+    }
+    return codec.encode_record(
+        record, codec.store.reader("modelbus.models.credit.PredictionRequest")
+    )
+
+
+def predictor(codec, contract, metrics: Metrics) -> BatchPredictor:  # type: ignore[no-untyped-def]
+    decoder = RequestDecoder(
+        codec,
+        codec.store.reader("modelbus.models.credit.PredictionRequest"),
+        contract,
+        model=MODEL,
+        max_request_bytes=4096,
+    )
+    return BatchPredictor(
+        model=MODEL, decoder=decoder, codec=codec, producer="inference@test", metrics=metrics
+    )
+
+
+def test_a_registered_version_is_loaded_served_and_announced() -> None:
+    models = manager_with({1: FakeModel(1)})
+    events = model_registered(registered_event(1), models)
+    assert [type(e) for e in events] == [t.ModelLoaded]
+    assert events[0].version == 1
+    assert events[0].meta.causation_id is not None
+    assert models.serving is not None
+    assert models.serving.table.versions == {1}
+
+
+def test_a_version_that_fails_to_load_is_reported_and_the_previous_one_keeps_serving() -> None:
+    models = manager_with({1: FakeModel(1), 2: "sha256 mismatch in weights.safetensors"})
+    model_registered(registered_event(1), models)
+    events = model_registered(registered_event(2), models)
+    events += traffic_shifted(shifted_event([("champion", 2, 100.0)]), models)
+    failures = [e for e in events if isinstance(e, t.ModelLoadFailed)]
+    assert failures
+    assert failures[0].reason == "sha256 mismatch in weights.safetensors"
+    assert models.serving is not None
+    assert models.serving.table.versions == {1}
+
+
+def test_traffic_shift_to_a_loaded_canary_swaps_the_whole_table_at_once() -> None:
+    models = manager_with({1: FakeModel(1), 2: FakeModel(2)})
+    model_registered(registered_event(1), models)
+    model_registered(registered_event(2), models)
+    before = models.serving
+    traffic_shifted(shifted_event([("champion", 1, 90.0), ("canary", 2, 10.0)]), models)
+    assert models.serving is not before
+    assert models.serving is not None
+    assert models.serving.table.versions == {1, 2}
+
+
+def test_events_about_other_models_are_ignored() -> None:
+    models = manager_with({1: FakeModel(1)})
+    assert model_registered(registered_event(1, model="fraud"), models) == []
+    assert traffic_shifted(shifted_event([("champion", 1, 100.0)], model="fraud"), models) == []
+    assert models.serving is None
+
+
+def test_batch_gives_one_result_per_good_request_and_one_dead_letter_per_bad(
+    codec, contract
+) -> None:  # type: ignore[no-untyped-def]
+    metrics = Metrics()
+    models = manager_with({1: FakeModel(1)})
+    model_registered(registered_event(1), models)
+    batch = [
+        Incoming(TOPIC, 0, 0, b"a", request_bytes(codec, "a", ROW)),
+        Incoming(TOPIC, 0, 1, b"b", request_bytes(codec, "b", {**ROW, "hvalue": math.inf})),
+        Incoming(TOPIC, 0, 2, b"c", b"\x00garbage, not avro"),
+        Incoming(TOPIC, 0, 3, b"d", request_bytes(codec, "d", {**ROW, "salary": 13.0})),
+        Incoming(TOPIC, 0, 4, b"e", request_bytes(codec, "e", ROW, model="fraud")),
+    ]
+    assert models.serving is not None
+    outputs = predictor(codec, contract, metrics).predict(batch, models.serving)
+    assert [o.key for o in outputs] == [b"b", b"c", b"e", b"a", b"d"]
+    decoded = {o.key: codec.decode(o.value) for o in outputs}
+    result = decoded[b"a"]
+    assert isinstance(result, t.PredictionResult)
+    assert (result.request_id, result.version, result.variant) == ("a", 1, "champion")
+    assert result.scores == [0.25, 0.75]
+    assert result.label == 1
+    assert result.timings.batch_size == 2
+    assert result.timings.total_ms >= result.timings.queue_ms >= 0
+    assert decoded[b"b"].error_type == "ContractViolation"
+    assert decoded[b"c"].error_type == "BadMagic"
+    assert decoded[b"e"].error_type == "UnknownModel"
+    nan_letter = decoded[b"d"]
+    assert (nan_letter.error_type, nan_letter.model_version) == ("ModelError", 1)
+    assert "non-finite" in nan_letter.reason
+    assert nan_letter.source_offset == 3
+    assert (
+        metrics.registry.get_sample_value(
+            "modelbus_inference_model_errors_total", {"model": MODEL, "version": "1"}
+        )
+        == 1.0
+    )
+    assert (
+        metrics.registry.get_sample_value(
+            "modelbus_inference_dead_letters_total",
+            {"model": MODEL, "version": "", "reason": "ContractViolation"},
+        )
+        == 1.0
+    )
+
+
+def test_a_model_that_raises_dead_letters_its_requests_with_its_version(codec, contract) -> None:  # type: ignore[no-untyped-def]
+    metrics = Metrics()
+    models = manager_with({4: FakeModel(4, raises=True)})
+    model_registered(registered_event(4), models)
+    batch = [
+        Incoming(TOPIC, 1, n, f"k{n}".encode(), request_bytes(codec, f"k{n}", ROW))
+        for n in range(3)
+    ]
+    assert models.serving is not None
+    outputs = predictor(codec, contract, metrics).predict(batch, models.serving)
+    letters = [codec.decode(o.value) for o in outputs]
+    assert all(isinstance(letter, t.DeadLetter) for letter in letters)
+    assert {(letter.model_version, letter.error_type) for letter in letters} == {(4, "ModelError")}
+    assert "raised RuntimeError: boom" in letters[0].reason
+
+
+def test_oversized_and_empty_requests_are_rejected_before_decoding(codec, contract) -> None:  # type: ignore[no-untyped-def]
+    decoder = RequestDecoder(
+        codec,
+        codec.store.reader("modelbus.models.credit.PredictionRequest"),
+        contract,
+        model=MODEL,
+        max_request_bytes=100,
+    )
+    with pytest.raises(Rejected, match="exceeds the 100-byte"):
+        decoder.decode(bytes(101))
+    with pytest.raises(Rejected, match="no value"):
+        decoder.decode(None)
+
+
+def test_generic_feature_maps_are_checked_field_by_field(contract) -> None:  # type: ignore[no-untyped-def]
+    fields = ContractFields(contract)
+    assert fields.coerce({**ROW, "salary": 50_000})["salary"] == 50_000.0
+    with pytest.raises(Rejected, match="missing field\\(s\\) 'age'"):
+        fields.coerce({k: v for k, v in ROW.items() if k != "age"})
+    with pytest.raises(Rejected, match="'car' is bool True; the contract says int"):
+        fields.coerce({**ROW, "car": True})
+    with pytest.raises(Rejected, match="unknown field\\(s\\) 'x'"):
+        fields.coerce({**ROW, "x": 1})
+    with pytest.raises(Rejected, match="'commission' is nan"):
+        fields.check_finite({**ROW, "commission": math.nan})
+
+
+def test_settings_default_the_contract_to_the_model_and_refuse_a_limit_above_the_broker() -> None:
+    settings = Settings(model="credit7")
+    assert settings.contract_name == "credit7"
+    assert Settings(model="credit7", contract="credit").contract_name == "credit"
+    assert settings.worker_name == "modelbus-inference-credit7-0"
+    with pytest.raises(ValueError, match="exceeds the broker message limit"):
+        Settings(max_request_bytes=10_000_000)
