@@ -1,0 +1,203 @@
+"""Wiring: adapters into handlers, the lifecycle replay, and the service loop."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+from confluent_kafka import Consumer
+
+from modelbus.bus import (
+    LIFECYCLE_TOPIC,
+    ConsumerLoop,
+    Dispatcher,
+    Publisher,
+    ensure_topics,
+    kafka_schema_store,
+    topic_specs,
+)
+from modelbus.events import Codec, build_codec
+from modelbus.events.meta import producer_id
+from modelbus.events.types import CodeVersion
+from modelbus.service import inject
+from modelbus_trainer.config import Settings
+from modelbus_trainer.domain import TrainerState, Trigger
+from modelbus_trainer.handlers import EVENT_HANDLERS, fail_interrupted, finish_job
+from modelbus_trainer.jobs import InlineJobRunner, JobRunner, ProcessJobRunner
+from modelbus_trainer.sources import read_offsets
+from modelbus_trainer.training import TrainParams
+from modelbus_trainer.worker import JobSpec
+
+log = structlog.get_logger(__name__)
+
+
+def code_version(repo_dir: Path) -> CodeVersion:
+    """Commit and dirty flag of the checkout (tracked files only), or 'unknown' outside git."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo_dir, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo_dir, capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return CodeVersion(git_sha="unknown", dirty=False)
+    return CodeVersion(git_sha=sha, dirty=bool(status.strip()))
+
+
+def train_params(settings: Settings) -> TrainParams:
+    """Hyper-parameters from settings."""
+    return TrainParams(
+        hidden=tuple(settings.hidden),
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        weight_decay=settings.weight_decay,
+        holdout_fraction=settings.holdout_fraction,
+        threads=settings.train_threads,
+    )
+
+
+class JobPlanner:
+    """Turns an admitted trigger into a JobSpec (seed and row cap from the request if given)."""
+
+    def __init__(self, settings: Settings, *, read_production: bool = True) -> None:
+        self.settings = settings
+        self.read_production = read_production
+
+    def __call__(self, event: Trigger, parent_version: int | None) -> JobSpec:
+        """The job for ``event``."""
+        seed = getattr(event, "seed", None)
+        max_rows = getattr(event, "max_rows", None)
+        return JobSpec(
+            job_id=f"{event.model}-{uuid.uuid4().hex[:12]}",
+            model=event.model,
+            seed=self.settings.seed if seed is None else int(seed),
+            max_rows=self.settings.max_rows if max_rows is None else int(max_rows),
+            params=train_params(self.settings),
+            settings=self.settings,
+            code=code_version(self.settings.repo_dir),
+            trigger=type(event).__name__,
+            trigger_event_id=event.meta.event_id,
+            correlation_id=event.meta.correlation_id,
+            parent_version=parent_version,
+            read_production=self.read_production,
+        )
+
+
+def replay_lifecycle(bootstrap_servers: str, codec: Codec, state: TrainerState) -> int:
+    """Fold the whole lifecycle log, up to its current end, into ``state``; returns events read."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": f"modelbus-trainer-replay-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    count = 0
+    try:
+        ranges = read_offsets(consumer, LIFECYCLE_TOPIC, 1 << 62, timeout_s=60.0)
+        for _partition, (_start, _end, messages) in sorted(ranges.items()):
+            for message in messages:
+                try:
+                    event = codec.decode(message.value(), where=f"lifecycle@{message.offset()}")
+                except Exception as error:
+                    log.warning("replay skips an undecodable event", error=str(error))
+                    continue
+                state.observe(event)
+                count += 1
+    finally:
+        consumer.close()
+    return count
+
+
+def utc_now() -> datetime:
+    """The clock handlers see."""
+    return datetime.now(UTC)
+
+
+@dataclass
+class TrainerApp:
+    """The running trainer: a consumer loop on the lifecycle log plus a job runner."""
+
+    settings: Settings
+    state: TrainerState
+    runner: JobRunner
+    publisher: Publisher
+    loop: ConsumerLoop
+    producer: str
+
+    def step(self, timeout_s: float = 0.5) -> None:
+        """Consume one batch, then publish the outcome of every job that finished."""
+        self.loop.poll_once(timeout_s)
+        self.publish_finished()
+
+    def publish_finished(self) -> int:
+        """Publish ModelTrained/TrainingFailed for finished jobs; returns how many."""
+        outcomes = self.runner.completed()
+        for outcome in outcomes:
+            for event in finish_job(outcome, self.state, self.producer):
+                self.publisher.publish(event)
+        if outcomes:
+            self.publisher.flush()
+        return len(outcomes)
+
+    def run(self, stop: threading.Event) -> None:
+        """Until ``stop`` is set; then let the running job end and publish its outcome."""
+        try:
+            while not stop.is_set():
+                self.step()
+        finally:
+            self.runner.close()
+            self.publish_finished()
+            self.loop.close()
+
+
+def bootstrap(settings: Settings, *, runner: JobRunner | None = None) -> TrainerApp:
+    """Topics, codec, replayed state, handlers, loop: a trainer ready to ``run``."""
+    kafka = settings.kafka
+    ensure_topics(
+        kafka.bootstrap_servers,
+        topic_specs(kafka.models, data_partitions=kafka.data_partitions,
+                    retention_ms=kafka.data_retention_ms),
+    )  # fmt: skip
+    producer = producer_id("trainer")
+    codec = build_codec(kafka_schema_store(kafka.bootstrap_servers), models=tuple(kafka.models))
+    publisher = Publisher(kafka, codec, client_id=producer)
+    publisher.publish_all_schemas()
+    state = TrainerState(
+        drift_cooldown_s=settings.drift_cooldown_s, max_trigger_age_s=settings.max_trigger_age_s
+    )
+    replayed = replay_lifecycle(kafka.bootstrap_servers, codec, state)
+    for event in fail_interrupted(state, producer):
+        publisher.publish(event)
+    publisher.flush()
+    log.info("lifecycle replayed", events=replayed, champions=state.champion)
+    if runner is None:
+        runner = ProcessJobRunner() if settings.worker == "process" else InlineJobRunner()
+    handlers = inject(
+        EVENT_HANDLERS,
+        {
+            "state": state,
+            "runner": runner,
+            "plan_job": JobPlanner(settings),
+            "producer": producer,
+            "clock": utc_now,
+        },
+    )
+    loop = ConsumerLoop(
+        kafka,
+        group_id=settings.group_id,
+        topics=[LIFECYCLE_TOPIC],
+        dispatcher=Dispatcher(codec, handlers, producer=producer),
+        publisher=publisher,
+        from_beginning=True,
+    )
+    return TrainerApp(settings, state, runner, publisher, loop, producer)

@@ -1,0 +1,164 @@
+"""Where snapshot rows come from: the reference file, and requests joined with feedback."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import structlog
+from confluent_kafka import Consumer, TopicPartition
+
+from modelbus.bus import data_topic
+from modelbus.data import ensure_reference
+from modelbus.events import Codec
+from modelbus.events import types as t
+from modelbus.events.types import DataSource
+from modelbus_trainer.snapshot import Slice, TrainingError
+
+log = structlog.get_logger(__name__)
+
+
+def reference_slice(path: Path, *, n_rows: int, seed: int) -> Slice:
+    """The model's reference data (generated at ``path`` on first use) as a 'file' slice."""
+    try:
+        reference = ensure_reference(path, n_rows=n_rows, seed=seed)
+    except ValueError as error:
+        raise TrainingError("snapshot", f"reference data unreadable: {error}") from error
+    source = DataSource(
+        kind="file",
+        uri=str(path.resolve()),
+        rows=len(reference.rows),
+        sha256=reference.sha256,
+    )
+    return Slice(rows=reference.rows, labels=reference.labels, source=source)
+
+
+def read_offsets(
+    consumer: Consumer, topic: str, per_partition: int, timeout_s: float
+) -> dict[int, tuple[int, int, list]]:
+    """partition -> (start, end, messages) for the newest ``per_partition`` offsets of each."""
+    metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    if metadata is None or metadata.error is not None:
+        return {}
+    ranges: dict[int, tuple[int, int, list]] = {}
+    assignments = []
+    for partition in sorted(metadata.partitions):
+        low, high = consumer.get_watermark_offsets(
+            TopicPartition(topic, partition), timeout=timeout_s
+        )
+        start = max(low, high - per_partition)
+        ranges[partition] = (start, high, [])
+        if high > start:
+            assignments.append(TopicPartition(topic, partition, start))
+    if not assignments:
+        return ranges
+    consumer.assign(assignments)
+    deadline = time.monotonic() + timeout_s
+    pending = {tp.partition for tp in assignments}
+    while pending:
+        if time.monotonic() > deadline:
+            raise TrainingError(
+                "snapshot",
+                f"{topic} did not deliver offsets up to its end within {timeout_s}s; is the "
+                "broker healthy? (raise MODELBUS_TRAINER_KAFKA_READ_TIMEOUT_S if it is slow)",
+            )
+        for message in consumer.consume(500, 0.5):
+            if message.error():
+                continue
+            start, end, kept = ranges[message.partition()]
+            if message.offset() < end:
+                kept.append(message)
+        # Positions also move past transaction markers, which deliver no message.
+        for position in consumer.position([TopicPartition(topic, p) for p in list(pending)]):
+            if position.offset >= ranges[position.partition][1]:
+                pending.discard(position.partition)
+    consumer.unassign()
+    return ranges
+
+
+def production_slices(
+    bootstrap_servers: str,
+    codec: Codec,
+    model: str,
+    *,
+    per_partition: int,
+    timeout_s: float,
+) -> list[Slice]:
+    """Recent requests joined with their Feedback labels, one slice per requests partition.
+
+    Feedback is read first (its offset ranges are recorded too), then each requests partition
+    is read over its newest ``per_partition`` offsets; a request with no label is left out.
+    """
+    if per_partition <= 0:
+        return []
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": f"modelbus-trainer-snapshot-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    try:
+        feedback_topic = data_topic(model, "feedback")
+        requests_topic = data_topic(model, "requests")
+        labels: dict[str, int] = {}
+        feedback_partitions: dict[int, tuple[int, int, set[str]]] = {}
+        for partition, (start, end, messages) in read_offsets(
+            consumer, feedback_topic, per_partition, timeout_s
+        ).items():
+            ids: set[str] = set()
+            for message in messages:
+                event = _decode(codec, message)
+                if isinstance(event, t.Feedback) and event.model == model:
+                    labels[event.request_id] = event.label
+                    ids.add(event.request_id)
+            feedback_partitions[partition] = (start, end, ids)
+        slices: list[Slice] = []
+        joined_ids: set[str] = set()
+        for partition, (start, end, messages) in read_offsets(
+            consumer, requests_topic, per_partition, timeout_s
+        ).items():
+            rows: list[dict] = []
+            row_labels: list[int] = []
+            for message in messages:
+                event = _decode(codec, message)
+                if not isinstance(event, t.PredictionRequest) or event.request_id in joined_ids:
+                    continue
+                label = labels.get(event.request_id)
+                if label is None:
+                    continue
+                joined_ids.add(event.request_id)
+                rows.append(dict(event.features))
+                row_labels.append(int(label))
+            source = DataSource(
+                kind="topic", uri=requests_topic, partition=partition,
+                start_offset=start, end_offset=end, rows=len(rows),
+            )  # fmt: skip
+            if end > start:
+                slices.append(Slice(rows=rows, labels=row_labels, source=source))
+        for partition, (start, end, ids) in sorted(feedback_partitions.items()):
+            if end <= start:
+                continue
+            used = len(ids & joined_ids)
+            source = DataSource(
+                kind="topic", uri=feedback_topic, partition=partition,
+                start_offset=start, end_offset=end, rows=used,
+            )  # fmt: skip
+            # Labels travel with the request rows; this slice records where they were read.
+            slices.append(Slice(rows=[], labels=[], source=source))
+        log.info("production data read", model=model, labelled_rows=len(joined_ids))
+        return slices
+    finally:
+        consumer.close()
+
+
+def _decode(codec: Codec, message: object) -> object | None:
+    try:
+        return codec.decode(
+            message.value(), where=f"{message.topic()}[{message.partition()}]@{message.offset()}"
+        )  # type: ignore[attr-defined]
+    except Exception as error:
+        log.warning("skipping undecodable message", error=str(error))
+        return None

@@ -1,0 +1,236 @@
+"""One training job, start to end; runs in the worker process, away from the consumer loop."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import traceback
+from dataclasses import dataclass, field
+
+import structlog
+
+from modelbus.bus import kafka_schema_store
+from modelbus.events import build_codec, contract_path
+from modelbus.events.schemas import fingerprint_of
+from modelbus.events.types import CodeVersion, DataLineage, Environment
+from modelbus.packaging import (
+    capture_environment,
+    package_sha256,
+    resolve_package,
+    verify_package,
+    weights_sha256,
+    write_package,
+)
+from modelbus_trainer.config import Settings
+from modelbus_trainer.snapshot import Snapshot, TrainingError, assemble
+from modelbus_trainer.sources import production_slices, reference_slice
+from modelbus_trainer.tracking import log_run
+from modelbus_trainer.training import RUNTIME, TrainParams, fit_model
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What to train, with what, and why (plain data: it crosses into the worker process)."""
+
+    job_id: str
+    model: str
+    seed: int
+    max_rows: int
+    params: TrainParams
+    settings: Settings
+    code: CodeVersion
+    trigger: str
+    trigger_event_id: str
+    correlation_id: str
+    parent_version: int | None = None
+    read_production: bool = True
+
+
+@dataclass
+class JobOutcome:
+    """A finished job: the model it made, or the stage and reason it failed at."""
+
+    job_id: str
+    model: str
+    ok: bool
+    stage: str = ""
+    reason: str = ""
+    run_id: str = ""
+    artifact_uri: str = ""
+    artifact_sha256: str = ""
+    weights_sha256: str = ""
+    contract_fingerprint: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    lineage: DataLineage | None = None
+    environment: Environment | None = None
+    code: CodeVersion | None = None
+    parent_version: int | None = None
+    wall_s: float = 0.0
+
+
+def load_contract(model: str) -> dict:
+    """The model's data contract, or a 'validate' TrainingError saying where it should be."""
+    path = contract_path(model)
+    if not path.is_file():
+        raise TrainingError(
+            "validate", f"model {model!r} has no data contract: expected {path}; add it first"
+        )
+    return json.loads(path.read_text())
+
+
+def build_snapshot(spec: JobSpec, contract: dict) -> Snapshot:
+    """Reference data plus labelled production requests, assembled and stored by sha256."""
+    settings = spec.settings
+    slices = []
+    if settings.reference_rows > 0:
+        slices.append(
+            reference_slice(
+                settings.reference_path(spec.model),
+                n_rows=settings.reference_rows,
+                seed=settings.reference_seed,
+            )
+        )
+    if spec.read_production and settings.production_rows > 0:
+        codec = build_codec(
+            kafka_schema_store(settings.kafka.bootstrap_servers), models=(spec.model,)
+        )
+        slices += production_slices(
+            settings.kafka.bootstrap_servers,
+            codec,
+            spec.model,
+            per_partition=settings.production_rows,
+            timeout_s=settings.kafka_read_timeout_s,
+        )
+    return assemble(
+        slices,
+        contract,
+        max_rows=spec.max_rows,
+        min_rows=settings.min_rows,
+        snapshot_dir=settings.run_dir / "snapshots",
+        where_to_look=f"reference rows configured: {settings.reference_rows}; "
+        f"labelled requests read: {spec.read_production and settings.production_rows > 0}",
+    )
+
+
+def run_job(spec: JobSpec) -> JobOutcome:
+    """Snapshot -> train -> evaluate -> package -> MLflow. Never raises: failures are outcomes."""
+    started = time.perf_counter()
+    stage = "validate"
+    bound = log.bind(job_id=spec.job_id, model=spec.model)
+    try:
+        contract = load_contract(spec.model)
+        stage = "snapshot"
+        snapshot = build_snapshot(spec, contract)
+        bound.info("snapshot ready", sha256=snapshot.sha256, rows=snapshot.lineage.rows)
+        stage = "train"
+        fit = fit_model(
+            snapshot.rows,
+            snapshot.labels,
+            contract,
+            spec.params,
+            seed=spec.seed,
+            progress=lambda epoch, loss, elapsed_s: bound.info(
+                "training",
+                epoch=epoch,
+                epochs=spec.params.epochs,
+                loss=round(loss, 5),
+                elapsed_s=round(elapsed_s, 2),
+            ),
+        )
+        stage = "package"
+        params = spec.params.as_strings() | {"seed": str(spec.seed), "max_rows": str(spec.max_rows)}
+        environment = capture_environment()
+        staging = spec.settings.run_dir / "packages" / spec.model / spec.job_id
+        if staging.exists():
+            shutil.rmtree(staging)
+        manifest = write_package(
+            staging,
+            name=spec.model,
+            contract=contract,
+            preprocessor=fit.preprocessor,
+            runtime=RUNTIME,
+            weights=fit.trained.weights(),
+            architecture=fit.trained.architecture,
+            profile=fit.profile,
+            metrics=fit.metrics,
+            params=params,
+            lineage=snapshot.lineage,
+            code=spec.code,
+            environment=environment,
+        )
+        sha256 = package_sha256(staging)
+        stage = "log"
+        logged = log_run(
+            tracking_uri=spec.settings.mlflow_tracking_uri,
+            experiment=spec.settings.experiment(spec.model),
+            artifact_root=spec.settings.mlflow_artifact_root,
+            run_name=spec.job_id,
+            params=params,
+            metrics=fit.metrics,
+            tags={
+                "modelbus.job_id": spec.job_id,
+                "modelbus.trigger": spec.trigger,
+                "modelbus.trigger_event_id": spec.trigger_event_id,
+                "modelbus.correlation_id": spec.correlation_id,
+                "modelbus.snapshot_sha256": snapshot.sha256,
+                "modelbus.artifact_sha256": sha256,
+                "modelbus.contract_fingerprint": manifest.contract_fingerprint,
+                "modelbus.parent_version": str(spec.parent_version),
+                "mlflow.source.git.commit": spec.code.git_sha,
+            },
+            snapshot_rows=snapshot.rows,
+            snapshot_labels=snapshot.labels,
+            snapshot_path=snapshot.path,
+            snapshot_sha256=snapshot.sha256,
+            package_dir=staging,
+            contract=contract,
+        )
+        # What the registry will fetch is MLflow's copy: check that one, then drop ours.
+        logged_dir = resolve_package(logged.package.package_uri)
+        verify_package(logged_dir, expected_sha256=sha256)
+        weights = weights_sha256(logged_dir)
+        shutil.rmtree(staging, ignore_errors=True)
+        wall_s = time.perf_counter() - started
+        bound.info("model trained", run_id=logged.run_id, sha256=sha256, wall_s=round(wall_s, 2),
+                   **{k: round(v, 4) for k, v in fit.metrics.items()})  # fmt: skip
+        return JobOutcome(
+            job_id=spec.job_id,
+            model=spec.model,
+            ok=True,
+            run_id=logged.run_id,
+            artifact_uri=str(logged_dir.resolve()),
+            artifact_sha256=sha256,
+            weights_sha256=weights,
+            contract_fingerprint=fingerprint_of(contract).hex(),
+            metrics=fit.metrics,
+            params=params,
+            lineage=snapshot.lineage,
+            environment=environment,
+            code=spec.code,
+            parent_version=spec.parent_version,
+            wall_s=wall_s,
+        )
+    except TrainingError as error:
+        bound.warning("training failed", stage=error.stage, reason=error.reason)
+        return _failed(spec, error.stage, error.reason, started)
+    except Exception as error:
+        bound.error("training crashed", stage=stage, error=traceback.format_exc())
+        reason = f"{type(error).__name__}: {error} (see the trainer log for the traceback)"
+        return _failed(spec, stage, reason, started)
+
+
+def _failed(spec: JobSpec, stage: str, reason: str, started: float) -> JobOutcome:
+    return JobOutcome(
+        job_id=spec.job_id,
+        model=spec.model,
+        ok=False,
+        stage=stage,
+        reason=reason,
+        code=spec.code,
+        parent_version=spec.parent_version,
+        wall_s=time.perf_counter() - started,
+    )
