@@ -1,0 +1,300 @@
+"""The registry as it runs (`python -m modelbus_registry run`): real broker, SQLite, MLflow."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
+
+from modelbus.bus import LIFECYCLE_TOPIC, Publisher
+from modelbus.bus.schema_topic import kafka_schema_store
+from modelbus.cli.reading import read_topic
+from modelbus.config import KafkaSettings
+from modelbus.events import Codec, GenericRecord, build_codec
+from modelbus.events import types as t
+from modelbus.events.meta import now_utc
+from tests.registry_support import TOKEN, make_package, meta_at, model_trained
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+class NotYet(AssertionError):
+    """The outcome awaited has not happened yet."""
+
+
+def eventually(check: Any, timeout_s: float = 60.0) -> Any:
+    """Call ``check`` until it stops raising NotYet, or fail after ``timeout_s``."""
+    return retry(
+        retry=retry_if_exception_type(NotYet),
+        stop=stop_after_delay(timeout_s),
+        wait=wait_fixed(0.5),
+        reraise=True,
+    )(check)()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RunningRegistry:
+    """A registry process and the handles a test needs around it."""
+
+    url: str
+    tracking_uri: str
+    artifacts_dir: Path
+    settings: KafkaSettings
+    codec: Codec
+    publisher: Publisher
+    log: Path
+
+    def lifecycle(self, model: str) -> list[Any]:
+        """Every lifecycle event about ``model`` so far, in log order."""
+        events = []
+        for envelope in read_topic(self.settings.bootstrap_servers, LIFECYCLE_TOPIC):
+            if envelope.key != model.encode() or not envelope.value:
+                continue
+            event = self.codec.decode(envelope.value)
+            if not isinstance(event, GenericRecord):
+                events.append(event)
+        return events
+
+    def wait_for(self, model: str, kind: type, count: int = 1) -> list[Any]:
+        """The first ``count`` events of type ``kind`` about ``model``, waiting for them."""
+
+        def check() -> list[Any]:
+            found = [e for e in self.lifecycle(model) if isinstance(e, kind)]
+            if len(found) < count:
+                raise NotYet(f"{len(found)} {kind.__name__} for {model} so far")
+            return found
+
+        return eventually(check)
+
+    def publish(self, event: Any) -> None:
+        """Put an event on the bus and wait for the broker to have it."""
+        self.publisher.publish(event)
+        self.publisher.flush()
+
+
+@pytest.fixture(scope="module")
+def registry_process(
+    kafka_settings: KafkaSettings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningRegistry]:
+    from mlflow import MlflowClient
+
+    root = tmp_path_factory.mktemp("registry")
+    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+    MlflowClient(tracking_uri=tracking_uri).search_experiments()  # create its tables once, here
+    port = _free_port()
+    env = {
+        **os.environ,
+        "MODELBUS_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+        "MODELBUS_REGISTRY_DB_URL": f"sqlite:///{root / 'registry.db'}",
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "MODELBUS_REGISTRY_PACKAGES_DIR": str(root / "packages"),
+        "MODELBUS_REGISTRY_GROUP_ID": f"test-registry-{root.name}",
+        "MODELBUS_REGISTRY_PORT": str(port),
+        "MODELBUS_REGISTRY_API_TOKEN": TOKEN,
+    }
+    log = root / "registry.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "modelbus_registry", "run"],
+            env=env,
+            cwd=root,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> None:
+        if process.poll() is not None:
+            raise RuntimeError(f"registry exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            httpx.get(f"{url}/healthz", timeout=2).raise_for_status()
+        except httpx.HTTPError as error:
+            raise NotYet(str(error)) from error
+
+    codec = build_codec(kafka_schema_store(kafka_settings.bootstrap_servers))
+    publisher = Publisher(kafka_settings, codec, client_id="test-registry")
+    try:
+        eventually(answers, timeout_s=120)
+        yield RunningRegistry(
+            url, tracking_uri, root / "artifacts", kafka_settings, codec, publisher, log
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def logged_package(registry: RunningRegistry, model: str, seed: int) -> tuple[str, str, str]:
+    """A package logged to MLflow as a run's artifact: (run id, runs:/ URI, sha256)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=registry.tracking_uri)
+    experiment = client.get_experiment_by_name(model) or None
+    experiment_id = (
+        experiment.experiment_id
+        if experiment
+        else client.create_experiment(model, artifact_location=str(registry.artifacts_dir / model))
+    )
+    run = client.create_run(experiment_id)
+    directory = registry.artifacts_dir.parent / "built" / model / str(seed)
+    sha = make_package(directory, model, seed=seed)
+    client.log_artifacts(run.info.run_id, str(directory), "package")
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id, f"runs:/{run.info.run_id}/package", sha
+
+
+def test_a_trained_model_is_registered_mirrored_to_mlflow_and_follows_promotion(
+    registry_process: RunningRegistry, unique: str
+) -> None:
+    from mlflow import MlflowClient
+
+    model = f"credit-{unique}"
+    run_id, uri, sha = logged_package(registry_process, model, seed=1)
+    requested = t.TrainingRequested(
+        meta=meta_at(now_utc(), producer="test"),
+        model=model,
+        reason="test",
+        requested_by="test",
+    )
+    trained = model_trained(model, uri, sha, run_id=run_id, cause=requested)
+    registry_process.publish(trained)
+
+    [registered] = registry_process.wait_for(model, t.ModelRegistered)
+    assert (registered.model, registered.version, registered.parent_version) == (model, 1, None)
+    assert (registered.run_id, registered.artifact_uri, registered.artifact_sha256) == (
+        run_id,
+        uri,
+        sha,
+    )
+    assert registered.meta.causation_id == trained.meta.event_id
+    assert registered.meta.correlation_id == requested.meta.correlation_id
+    assert registered.metrics == trained.metrics
+
+    client = MlflowClient(tracking_uri=registry_process.tracking_uri)
+    [mirrored] = client.search_model_versions(f"name='{model}'")
+    assert (int(mirrored.version), mirrored.run_id, mirrored.source) == (1, run_id, uri)
+    assert mirrored.tags["modelbus.version"] == "1"
+    assert mirrored.tags["modelbus.artifact_sha256"] == sha
+    assert client.get_run(run_id).data.tags["modelbus.registered_version"] == "1"
+
+    shift = t.TrafficShifted(
+        meta=meta_at(now_utc()),
+        model=model,
+        routes=[t.Route(variant="canary", version=1, weight_pct=100.0)],
+        reason="first rollout",
+    )
+    registry_process.publish(shift)
+    eventually(lambda: _mlflow_alias(client, model, "canary", 1))
+    promoted = t.ModelPromoted(meta=meta_at(now_utc()), model=model, version=1, reason="won")
+    registry_process.publish(promoted)
+    eventually(lambda: _mlflow_alias(client, model, "champion", 1))
+    eventually(lambda: _mlflow_alias(client, model, "canary", None))
+
+    api = httpx.Client(base_url=registry_process.url)
+    assert api.get(f"/v1/models/{model}/aliases").json() == {
+        "model": model,
+        "champion": 1,
+        "canary": None,
+    }
+    before = api.get(
+        f"/v1/models/{model}/aliases/champion",
+        params={"at": shift.meta.occurred_at.isoformat()},
+    )
+    assert before.json()["version"] is None
+    lineage = api.get(f"/v1/models/{model}/versions/1/lineage").json()
+    assert lineage["causation_event_id"] == trained.meta.event_id
+    assert lineage["data"] == trained.data.to_avro()
+    weights = api.get(f"/v1/models/{model}/versions/1/files/weights.safetensors")
+    assert weights.status_code == 200
+    assert (
+        weights.content
+        == (
+            registry_process.artifacts_dir.parent / "built" / model / "1" / "weights.safetensors"
+        ).read_bytes()
+    )
+
+
+def test_a_redelivered_model_trained_gets_the_same_answer_and_no_second_version(
+    registry_process: RunningRegistry, unique: str
+) -> None:
+    model = f"credit-{unique}"
+    run_id, uri, sha = logged_package(registry_process, model, seed=2)
+    trained = model_trained(model, uri, sha, run_id=run_id)
+    registry_process.publish(trained)
+    registry_process.wait_for(model, t.ModelRegistered)
+    registry_process.publish(trained)
+
+    first, again = registry_process.wait_for(model, t.ModelRegistered, count=2)
+    assert again == first
+    versions = httpx.get(f"{registry_process.url}/v1/models/{model}/versions").json()
+    assert [v["version"] for v in versions] == [1]
+
+
+def test_a_corrupted_artifact_is_refused_on_the_bus_and_registers_nothing(
+    registry_process: RunningRegistry, unique: str
+) -> None:
+    model = f"credit-{unique}"
+    directory = registry_process.artifacts_dir.parent / "corrupt" / model
+    sha = make_package(directory, model, seed=3)
+    (directory / "profile.json").write_text("{}\n")
+    trained = model_trained(model, directory.as_uri(), sha)
+    registry_process.publish(trained)
+
+    [failed] = registry_process.wait_for(model, t.RegistrationFailed)
+    assert failed.meta.causation_id == trained.meta.event_id
+    assert failed.meta.correlation_id == trained.meta.correlation_id
+    assert "sha256 mismatch in profile.json" in failed.reason
+    assert not [e for e in registry_process.lifecycle(model) if isinstance(e, t.ModelRegistered)]
+    missing = httpx.get(f"{registry_process.url}/v1/models/{model}/versions")
+    assert missing.status_code == 404
+    failures = httpx.get(f"{registry_process.url}/v1/models/{model}/failures").json()
+    assert [f["reason"] for f in failures] == [failed.reason]
+
+
+def test_write_endpoints_publish_requests_on_the_bus(
+    registry_process: RunningRegistry, unique: str
+) -> None:
+    model = f"credit-{unique}"
+    run_id, uri, sha = logged_package(registry_process, model, seed=4)
+    registry_process.publish(model_trained(model, uri, sha, run_id=run_id))
+    registry_process.wait_for(model, t.ModelRegistered)
+    api = httpx.Client(base_url=registry_process.url)
+
+    refused = api.post(f"/v1/models/{model}/rollback", json={"reason": "x"})
+    accepted = api.post(
+        f"/v1/models/{model}/rollback",
+        json={"to_version": 1, "reason": "p99", "requested_by": "ops"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+
+    assert refused.status_code == 401
+    assert accepted.status_code == 202
+    [rollback] = registry_process.wait_for(model, t.RollbackRequested)
+    assert rollback.meta.event_id == accepted.json()["event_id"]
+    assert (rollback.to_version, rollback.requested_by, rollback.reason) == (1, "ops", "p99")
+
+
+def _mlflow_alias(client: Any, model: str, alias: str, version: int | None) -> None:
+    current = {a: int(v) for a, v in client.get_registered_model(model).aliases.items()}
+    if current.get(alias) != version:
+        raise NotYet(f"{alias} is {current.get(alias)}, not {version}")
