@@ -298,3 +298,71 @@ def _mlflow_alias(client: Any, model: str, alias: str, version: int | None) -> N
     current = {a: int(v) for a, v in client.get_registered_model(model).aliases.items()}
     if current.get(alias) != version:
         raise NotYet(f"{alias} is {current.get(alias)}, not {version}")
+
+
+@pytest.fixture
+def postgres_url(unique: str) -> Iterator[str]:
+    """A fresh PostgreSQL database, or a skip when no server answers."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    admin_url = os.environ.get(
+        "MODELBUS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+    )
+    try:
+        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as error:
+        pytest.skip(f"no PostgreSQL at {admin_url} (set MODELBUS_TEST_POSTGRES_URL): {error}")
+    database = f"registry_{unique}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{database}"')
+        try:
+            yield make_url(admin_url).set(database=database).render_as_string(hide_password=False)
+        finally:
+            admin.execute(f'DROP DATABASE "{database}" WITH (FORCE)')
+
+
+def test_the_registry_keeps_versions_and_aliases_in_postgresql(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    from modelbus_registry.bootstrap import bootstrap
+    from modelbus_registry.config import Settings
+    from modelbus_registry.handlers import follow_aliases, register_trained_model
+    from modelbus_registry.mirror import NoMirror
+
+    registry = bootstrap(
+        Settings(db_url=postgres_url, packages_dir=tmp_path / "packages", api_token=TOKEN),
+        mirror=NoMirror(),
+    )
+    assert registry.store.engine.dialect.name == "postgresql"
+
+    def register(event: t.ModelTrained) -> list[Any]:
+        return register_trained_model(
+            event, registry.store, registry.vault, registry.mirror, registry.producer
+        )
+
+    events = []
+    for seed in (1, 2):
+        directory = tmp_path / f"pkg{seed}"
+        events.append(
+            model_trained("credit", str(directory), make_package(directory, "credit", seed=seed))
+        )
+    [one], [two] = register(events[0]), register(events[1])
+    assert register(events[1]) == [two]
+    tampered = tmp_path / "pkg3"
+    sha = make_package(tampered, "credit", seed=3)
+    (tampered / "architecture.json").write_text("{}")
+    [failed] = register(model_trained("credit", str(tampered), sha))
+
+    assert [(e.version, e.parent_version) for e in (one, two)] == [(1, None), (2, 1)]
+    assert isinstance(failed, t.RegistrationFailed)
+    assert "sha256 mismatch in architecture.json" in failed.reason
+    assert [row.version for row in registry.store.versions("credit")] == [1, 2]
+
+    promoted = t.ModelPromoted(meta=meta_at(now_utc()), model="credit", version=2, reason="won")
+    follow_aliases(promoted, registry.store, registry.mirror)
+    follow_aliases(promoted, registry.store, registry.mirror)
+    before = promoted.meta.occurred_at.replace(year=2000)
+    assert registry.store.alias_at("credit", "champion", before) is None
+    assert registry.store.alias_at("credit", "champion", promoted.meta.occurred_at) == 2
+    assert len(registry.store.alias_history("credit")) == 1
