@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 _LATENCY_BUCKETS_MS = (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
@@ -61,3 +64,19 @@ class Metrics:
             buckets=_LATENCY_BUCKETS_MS,
             registry=r,
         )
+
+
+def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
+    """Observe a batch of values at once (one lock per bucket, not one per value)."""
+    upper_bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if upper_bounds is None or buckets is None or total is None:
+        for value in values:
+            histogram.observe(value)
+        return
+    # prometheus_client counts a value in the first bucket whose bound is >= it.
+    positions = np.searchsorted(np.asarray(upper_bounds), np.asarray(values), side="left")
+    for position, count in zip(*np.unique(positions, return_counts=True), strict=True):
+        buckets[int(position)].inc(int(count))
+    total.inc(float(np.sum(values)))

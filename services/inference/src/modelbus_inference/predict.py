@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -14,7 +13,8 @@ from modelbus.bus.envelope import FINGERPRINT_HEADER, TYPE_HEADER, Envelope
 from modelbus.bus.topics import data_topic
 from modelbus.events import Codec
 from modelbus.events.meta import now_utc
-from modelbus_inference.metrics import Metrics
+from modelbus_inference.encoding import ResultEncoder, uuid4_strings
+from modelbus_inference.metrics import Metrics, observe_many
 from modelbus_inference.serving import Serving
 from modelbus_inference.validation import Rejected, RequestDecoder
 
@@ -117,7 +117,8 @@ class BatchPredictor:
         letter = codec.store.reader("modelbus.events.DeadLetter")
         if result is None or letter is None:
             raise RuntimeError("PredictionResult/DeadLetter schemas are not in the codec's store")
-        self.result_schema, self.letter_schema = result, letter
+        self.letter_schema = letter
+        self.results = ResultEncoder(codec, result, producer=producer, model=model)
         self.result_headers = _headers(result.name, result.fingerprint)
         self.letter_headers = _headers(letter.name, letter.fingerprint)
         self._requests = metrics.requests.labels(model)
@@ -129,9 +130,10 @@ class BatchPredictor:
         self._requests.inc(len(batch))
         out: list[Outgoing] = []
         good: list[tuple[Incoming, dict[str, Any]]] = []
+        decode = self.decoder.decode
         for message in batch:
             try:
-                good.append((message, self.decoder.decode(message.value, where=_where(message))))
+                good.append((message, decode(message.value, where=_where(message))))
             except Rejected as rejected:
                 out.append(self._dead(message, rejected.error_type, rejected.reason, None))
         if not good:
@@ -140,50 +142,51 @@ class BatchPredictor:
         keys = [m.key if m.key is not None else r["request_id"].encode() for m, r in good]
         answers = score_rows(serving, keys, [r["features"] for _, r in good])
         occurred_at = now_utc()
-        encode, schema = self.codec.encode_record, self.result_schema
-        size = len(good)
-        for (message, request), answer in zip(good, answers, strict=True):
+        event_ids = uuid4_strings(len(good))
+        encode = self.results.encode
+        topic, headers, size = self.predictions_topic, self.result_headers, len(good)
+        latencies: dict[int, list[float]] = {}
+        served: dict[tuple[int, str], int] = {}
+        for (message, request), answer, event_id in zip(good, answers, event_ids, strict=True):
             if answer.scores is None:
                 self.metrics.model_errors.labels(self.model, str(answer.version)).inc()
                 out.append(self._dead(message, "ModelError", answer.error or "", answer.version))
                 continue
             sent_at = request["sent_at"].timestamp()
-            done = time.time()
-            total_ms = (done - sent_at) * 1000
+            total_ms = (time.time() - sent_at) * 1000
             request_meta = request["meta"]
-            record = {
-                "meta": {
-                    "event_id": str(uuid.uuid4()),
-                    "occurred_at": occurred_at,
-                    "producer": self.producer,
-                    "correlation_id": request_meta["correlation_id"],
-                    "causation_id": request_meta["event_id"],
-                },
-                "request_id": request["request_id"],
-                "model": self.model,
-                "version": answer.version,
-                "variant": answer.variant,
-                "scores": answer.scores,
-                "label": answer.label,
-                "timings": {
-                    "queue_ms": (picked_up - sent_at) * 1000,
-                    "model_ms": answer.model_ms,
-                    "total_ms": total_ms,
-                    "batch_size": size,
-                },
-            }
-            out.append(
-                Outgoing(
-                    self.predictions_topic, message.key, encode(record, schema), self.result_headers
-                )
+            value = encode(
+                event_id=event_id,
+                occurred_at=occurred_at,
+                correlation_id=request_meta["correlation_id"],
+                causation_id=request_meta["event_id"],
+                request_id=request["request_id"],
+                version=answer.version,
+                variant=answer.variant,
+                scores=answer.scores,
+                label=answer.label,
+                timings=((picked_up - sent_at) * 1000, answer.model_ms, total_ms, size),
             )
-            version = str(answer.version)
-            self.metrics.results.labels(self.model, version, answer.variant).inc()
-            self.metrics.end_to_end_ms.labels(self.model, version).observe(total_ms)
-        for version in {a.version for a in answers}:
-            model_ms = next(a.model_ms for a in answers if a.version == version)
-            self.metrics.model_ms.labels(self.model, str(version)).observe(model_ms)
+            out.append(Outgoing(topic, message.key, value, headers))
+            latencies.setdefault(answer.version, []).append(total_ms)
+            route = (answer.version, answer.variant)
+            served[route] = served.get(route, 0) + 1
+        self._record(answers, latencies, served)
         return out
+
+    def _record(
+        self,
+        answers: list[Scored],
+        latencies: dict[int, list[float]],
+        served: dict[tuple[int, str], int],
+    ) -> None:
+        for (version, variant), count in served.items():
+            self.metrics.results.labels(self.model, str(version), variant).inc(count)
+        for version, values in latencies.items():
+            observe_many(self.metrics.end_to_end_ms.labels(self.model, str(version)), values)
+        model_ms = {a.version: a.model_ms for a in answers}
+        for version, elapsed_ms in model_ms.items():
+            self.metrics.model_ms.labels(self.model, str(version)).observe(elapsed_ms)
 
     def _dead(
         self, message: Incoming, error_type: str, reason: str, version: int | None

@@ -44,6 +44,11 @@ def producer_config(settings: Settings) -> dict[str, object]:
         "transaction.timeout.ms": settings.transaction_timeout_ms,
         "enable.idempotence": True,
         "linger.ms": 2,
+        # The next transaction's AddOffsetsToTxn meets CONCURRENT_TRANSACTIONS while the
+        # broker still writes the last one's markers; the default 100 ms retry backoff would
+        # then cost ~100 ms per batch.
+        "retry.backoff.ms": 2,
+        "retry.backoff.max.ms": 50,
         "message.max.bytes": settings.kafka.max_message_bytes + 65_536,
     }
 
