@@ -1,17 +1,31 @@
-"""Helpers the registry tests share: a real credit package and the ModelTrained announcing it."""
+"""Helpers the registry tests share: real packages, the events about them, services, the bus."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
+from confluent_kafka import Consumer, TopicPartition
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
+from modelbus.bus import LIFECYCLE_TOPIC, Publisher
+from modelbus.bus.schema_topic import kafka_schema_store
+from modelbus.cli.reading import read_topic
+from modelbus.config import KafkaSettings
 from modelbus.data import generate_credit
-from modelbus.events import contract_path, new_meta
+from modelbus.events import GenericRecord, build_codec, contract_path, new_meta
 from modelbus.events import types as t
 from modelbus.events.schemas import fingerprint_of
 from modelbus.packaging import (
@@ -104,3 +118,148 @@ def meta_at(when: datetime, producer: str = "deployer@test") -> t.EventMeta:
         correlation_id=str(uuid.uuid4()),
         causation_id=None,
     )
+
+
+class NotYet(AssertionError):
+    """The outcome awaited has not happened yet."""
+
+
+def eventually(check: Callable[[], Any], timeout_s: float = 60.0) -> Any:
+    """Call ``check`` until it stops raising NotYet, or fail after ``timeout_s``."""
+    return retry(
+        retry=retry_if_exception_type(NotYet),
+        stop=stop_after_delay(timeout_s),
+        wait=wait_fixed(0.5),
+        reraise=True,
+    )(check)()
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_at_log_end(bootstrap_servers: str, group_id: str) -> None:
+    """Commit ``group_id`` at the lifecycle log's current end, so history before now is skipped."""
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": group_id})
+    try:
+        metadata = consumer.list_topics(LIFECYCLE_TOPIC, timeout=10)
+        ends = [
+            TopicPartition(
+                LIFECYCLE_TOPIC,
+                partition,
+                consumer.get_watermark_offsets(
+                    TopicPartition(LIFECYCLE_TOPIC, partition), timeout=10
+                )[1],
+            )
+            for partition in metadata.topics[LIFECYCLE_TOPIC].partitions
+        ]
+        consumer.commit(offsets=ends, asynchronous=False)
+    finally:
+        consumer.close()
+
+
+@contextlib.contextmanager
+def service(
+    module: str, env: dict[str, str], cwd: Path, *, ready: Callable[[], None] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m <module> run`` with ``env``, stopped by SIGTERM at the end; log in cwd."""
+    log = cwd / f"{module}.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", module, "run"],
+            env={**os.environ, **env},
+            cwd=cwd,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
+    def alive_and_ready() -> None:
+        if process.poll() is not None:
+            raise RuntimeError(f"{module} exited with {process.returncode}:\n{log.read_text()}")
+        if ready is not None:
+            ready()
+
+    try:
+        eventually(alive_and_ready, timeout_s=120)
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def http_ready(url: str) -> Callable[[], None]:
+    """A readiness check: ``url`` answers 2xx."""
+
+    def check() -> None:
+        try:
+            httpx.get(url, timeout=2).raise_for_status()
+        except httpx.HTTPError as error:
+            raise NotYet(str(error)) from error
+
+    return check
+
+
+def registry_env(
+    bootstrap_servers: str, root: Path, *, port: int, tracking_uri: str, group_id: str
+) -> dict[str, str]:
+    """Environment of a registry process keeping everything under ``root``."""
+    return {
+        "MODELBUS_BOOTSTRAP_SERVERS": bootstrap_servers,
+        "MODELBUS_REGISTRY_DB_URL": f"sqlite:///{root / 'registry.db'}",
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "MODELBUS_REGISTRY_PACKAGES_DIR": str(root / "packages"),
+        "MODELBUS_REGISTRY_GROUP_ID": group_id,
+        "MODELBUS_REGISTRY_PORT": str(port),
+        "MODELBUS_REGISTRY_API_TOKEN": TOKEN,
+    }
+
+
+class Bus:
+    """The test's side of the broker: publish events, read a model's lifecycle, wait on it."""
+
+    def __init__(self, settings: KafkaSettings, client_id: str) -> None:
+        self.settings = settings
+        self.codec = build_codec(kafka_schema_store(settings.bootstrap_servers))
+        self.publisher = Publisher(settings, self.codec, client_id=client_id)
+
+    def publish(self, event: Any) -> None:
+        """Put an event on the bus and wait for the broker to have it."""
+        self.publisher.publish(event)
+        self.publisher.flush()
+
+    def lifecycle(self, model: str) -> list[Any]:
+        """Every lifecycle event about ``model`` so far, in log order."""
+        events = []
+        for envelope in read_topic(self.settings.bootstrap_servers, LIFECYCLE_TOPIC):
+            if envelope.key != model.encode() or not envelope.value:
+                continue
+            event = self.codec.decode(envelope.value)
+            if not isinstance(event, GenericRecord):
+                events.append(event)
+        return events
+
+    def wait_for(
+        self,
+        model: str,
+        kind: type,
+        count: int = 1,
+        *,
+        where: Callable[[Any], bool] = lambda _event: True,
+        timeout_s: float = 60.0,
+    ) -> list[Any]:
+        """At least ``count`` events of type ``kind`` about ``model`` matching ``where``."""
+
+        def check() -> list[Any]:
+            found = [e for e in self.lifecycle(model) if isinstance(e, kind) and where(e)]
+            if len(found) < count:
+                raise NotYet(f"{len(found)} {kind.__name__} for {model} so far")
+            return found
+
+        return eventually(check, timeout_s)

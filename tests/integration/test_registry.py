@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,39 +10,25 @@ from typing import Any
 
 import httpx
 import pytest
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from modelbus.bus import LIFECYCLE_TOPIC, Publisher
-from modelbus.bus.schema_topic import kafka_schema_store
-from modelbus.cli.reading import read_topic
 from modelbus.config import KafkaSettings
-from modelbus.events import Codec, GenericRecord, build_codec
 from modelbus.events import types as t
 from modelbus.events.meta import now_utc
-from tests.registry_support import TOKEN, make_package, meta_at, model_trained
+from tests.registry_support import (
+    TOKEN,
+    Bus,
+    NotYet,
+    eventually,
+    free_port,
+    http_ready,
+    make_package,
+    meta_at,
+    model_trained,
+    registry_env,
+    service,
+)
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[2]
-
-
-class NotYet(AssertionError):
-    """The outcome awaited has not happened yet."""
-
-
-def eventually(check: Any, timeout_s: float = 60.0) -> Any:
-    """Call ``check`` until it stops raising NotYet, or fail after ``timeout_s``."""
-    return retry(
-        retry=retry_if_exception_type(NotYet),
-        stop=stop_after_delay(timeout_s),
-        wait=wait_fixed(0.5),
-        reraise=True,
-    )(check)()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -56,37 +38,19 @@ class RunningRegistry:
     url: str
     tracking_uri: str
     artifacts_dir: Path
-    settings: KafkaSettings
-    codec: Codec
-    publisher: Publisher
-    log: Path
-
-    def lifecycle(self, model: str) -> list[Any]:
-        """Every lifecycle event about ``model`` so far, in log order."""
-        events = []
-        for envelope in read_topic(self.settings.bootstrap_servers, LIFECYCLE_TOPIC):
-            if envelope.key != model.encode() or not envelope.value:
-                continue
-            event = self.codec.decode(envelope.value)
-            if not isinstance(event, GenericRecord):
-                events.append(event)
-        return events
+    bus: Bus
 
     def wait_for(self, model: str, kind: type, count: int = 1) -> list[Any]:
-        """The first ``count`` events of type ``kind`` about ``model``, waiting for them."""
+        """At least ``count`` events of type ``kind`` about ``model``."""
+        return self.bus.wait_for(model, kind, count)
 
-        def check() -> list[Any]:
-            found = [e for e in self.lifecycle(model) if isinstance(e, kind)]
-            if len(found) < count:
-                raise NotYet(f"{len(found)} {kind.__name__} for {model} so far")
-            return found
-
-        return eventually(check)
+    def lifecycle(self, model: str) -> list[Any]:
+        """Every lifecycle event about ``model`` so far."""
+        return self.bus.lifecycle(model)
 
     def publish(self, event: Any) -> None:
-        """Put an event on the bus and wait for the broker to have it."""
-        self.publisher.publish(event)
-        self.publisher.flush()
+        """Publish and wait for the broker."""
+        self.bus.publish(event)
 
 
 @pytest.fixture(scope="module")
@@ -98,50 +62,19 @@ def registry_process(
     root = tmp_path_factory.mktemp("registry")
     tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
     MlflowClient(tracking_uri=tracking_uri).search_experiments()  # create its tables once, here
-    port = _free_port()
-    env = {
-        **os.environ,
-        "MODELBUS_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
-        "MODELBUS_REGISTRY_DB_URL": f"sqlite:///{root / 'registry.db'}",
-        "MLFLOW_TRACKING_URI": tracking_uri,
-        "MODELBUS_REGISTRY_PACKAGES_DIR": str(root / "packages"),
-        "MODELBUS_REGISTRY_GROUP_ID": f"test-registry-{root.name}",
-        "MODELBUS_REGISTRY_PORT": str(port),
-        "MODELBUS_REGISTRY_API_TOKEN": TOKEN,
-    }
-    log = root / "registry.log"
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "modelbus_registry", "run"],
-            env=env,
-            cwd=root,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+    port = free_port()
+    env = registry_env(
+        kafka_settings.bootstrap_servers,
+        root,
+        port=port,
+        tracking_uri=tracking_uri,
+        group_id=f"test-registry-{root.name}-{port}",
+    )
     url = f"http://127.0.0.1:{port}"
-
-    def answers() -> None:
-        if process.poll() is not None:
-            raise RuntimeError(f"registry exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            httpx.get(f"{url}/healthz", timeout=2).raise_for_status()
-        except httpx.HTTPError as error:
-            raise NotYet(str(error)) from error
-
-    codec = build_codec(kafka_schema_store(kafka_settings.bootstrap_servers))
-    publisher = Publisher(kafka_settings, codec, client_id="test-registry")
-    try:
-        eventually(answers, timeout_s=120)
+    with service("modelbus_registry", env, root, ready=http_ready(f"{url}/healthz")):
         yield RunningRegistry(
-            url, tracking_uri, root / "artifacts", kafka_settings, codec, publisher, log
+            url, tracking_uri, root / "artifacts", Bus(kafka_settings, "test-registry")
         )
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def logged_package(registry: RunningRegistry, model: str, seed: int) -> tuple[str, str, str]:
