@@ -51,10 +51,12 @@ class TrainerState:
             previous = self.latest_registered.get(event.model, 0)
             self.latest_registered[event.model] = max(previous, event.version)
         elif isinstance(event, t.TrainingStarted):
+            # A trigger admitted here already noted its own time; a replayed one has only this.
+            admitted_here = event.meta.causation_id in self.answered
             if event.meta.causation_id:
                 self.answered.add(event.meta.causation_id)
             self.running[event.job_id] = event
-            if event.trigger == "DriftDetected":
+            if event.trigger == "DriftDetected" and not admitted_here:
                 self._note_drift_job(event.model, event.meta.occurred_at)
         elif isinstance(event, t.ModelTrained | t.TrainingFailed):
             self.running.pop(event.job_id, None)

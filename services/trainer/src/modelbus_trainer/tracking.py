@@ -70,4 +70,5 @@ def log_run(
         )
         mlflow.log_input(dataset, context="training")
         package = log_package(package_dir, contract, name="model")
+        mlflow.set_tag("modelbus.model_uri", package.model_uri)
         return LoggedRun(run_id=run.info.run_id, package=package)

@@ -59,6 +59,7 @@ class JobOutcome:
     stage: str = ""
     reason: str = ""
     run_id: str = ""
+    model_uri: str = ""
     artifact_uri: str = ""
     artifact_sha256: str = ""
     weights_sha256: str = ""
@@ -202,6 +203,7 @@ def run_job(spec: JobSpec) -> JobOutcome:
             model=spec.model,
             ok=True,
             run_id=logged.run_id,
+            model_uri=logged.package.model_uri,
             artifact_uri=str(logged_dir.resolve()),
             artifact_sha256=sha256,
             weights_sha256=weights,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import itertools
 
-from river.datasets import synth
-
 CREDIT_FEATURES = (
     "salary",
     "commission",
@@ -37,6 +35,8 @@ def generate_credit(
     """
     if n_rows < 0:
         raise ValueError(f"n_rows must be >= 0, got {n_rows}")
+    from river.datasets import synth  # a heavy import, needed only to generate
+
     generator = synth.Agrawal(classification_function=classification_function, seed=seed)
     # River exposes no public way to label a shifted row; its functions are plain staticmethods.
     label_of = generator._classification_functions[classification_function]
