@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -97,12 +96,6 @@ class RegistryStore:
                 ModelVersion.model == model, ModelVersion.version == version
             )
             return session.exec(query).first()
-
-    def latest_version(self, model: str) -> int | None:
-        """The highest version of a model, or None."""
-        with self._session() as session:
-            query = select(func.max(ModelVersion.version)).where(ModelVersion.model == model)
-            return session.exec(query).one()
 
     def failures(self, model: str) -> list[RegistrationFailure]:
         """A model's refused registrations, oldest first."""
