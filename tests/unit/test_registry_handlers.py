@@ -169,7 +169,9 @@ def test_a_tampered_artifact_is_refused_with_the_reason_and_leaves_no_version(
 ) -> None:
     directory, sha = credit_package
     weights = directory / "weights.safetensors"
+    listed = hashlib.sha256(weights.read_bytes()).hexdigest()
     weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
+    found = hashlib.sha256(weights.read_bytes()).hexdigest()
     event = model_trained("credit", str(directory), sha)
 
     [failed] = register(registry, event)
@@ -180,7 +182,10 @@ def test_a_tampered_artifact_is_refused_with_the_reason_and_leaves_no_version(
         event.run_id,
         str(directory),
     )
-    assert "sha256 mismatch in weights.safetensors" in failed.reason
+    assert failed.reason == (
+        f"package at {directory} failed verification: sha256 mismatch in weights.safetensors: "
+        f"manifest says {listed}, file has {found}"
+    )
     assert failed.meta.causation_id == event.meta.event_id
     assert failed.meta.correlation_id == event.meta.correlation_id
     assert rows(registry, ModelVersion) == []
