@@ -135,7 +135,7 @@ def fail_interrupted(state: TrainerState, producer: str) -> list[t.TrainingFaile
     return failed
 
 
-EVENT_HANDLERS = {
+EVENT_HANDLERS: dict[type, list[Callable[..., list]]] = {
     t.TrainingRequested: [request_training],
     t.DriftDetected: [drift_detected],
     t.TrainingStarted: [observe_lifecycle],

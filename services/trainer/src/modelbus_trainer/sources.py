@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 
 import structlog
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from modelbus.bus import data_topic
 from modelbus.data import ensure_reference
@@ -66,8 +66,11 @@ def read_offsets(
         for message in consumer.consume(500, 0.5):
             if message.error():
                 continue
-            start, end, kept = ranges[message.partition()]
-            if message.offset() < end:
+            partition, offset = message.partition(), message.offset()
+            assert partition is not None
+            assert offset is not None
+            _, end, kept = ranges[partition]
+            if offset < end:
                 kept.append(message)
         # Positions also move past transaction markers, which deliver no message.
         for position in consumer.position([TopicPartition(topic, p) for p in list(pending)]):
@@ -154,11 +157,10 @@ def production_slices(
         consumer.close()
 
 
-def _decode(codec: Codec, message: object) -> object | None:
+def _decode(codec: Codec, message: Message) -> object | None:
+    where = f"{message.topic()}[{message.partition()}]@{message.offset()}"
     try:
-        return codec.decode(
-            message.value(), where=f"{message.topic()}[{message.partition()}]@{message.offset()}"
-        )  # type: ignore[attr-defined]
+        return codec.decode(message.value() or b"", where=where)
     except Exception as error:
         log.warning("skipping undecodable message", error=str(error))
         return None

@@ -61,7 +61,7 @@ def log_run(
         mlflow.log_metrics(metrics)
         frame = pd.DataFrame(snapshot_rows)
         frame["label"] = snapshot_labels
-        dataset = mlflow.data.from_pandas(
+        dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]
             frame,
             source=str(snapshot_path.resolve()),
             targets="label",

@@ -36,7 +36,7 @@ def contract_signature(contract: Mapping[str, Any], n_classes: int) -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema, TensorSpec
 
-    columns = []
+    columns: list[ColSpec | TensorSpec] = []
     for spec in contract["fields"]:
         avro_type = spec["type"]
         base = (

@@ -64,14 +64,17 @@ def build_profile(
             }
     profile: dict[str, Any] = {"rows": len(rows), "features": features}
     if labels is not None and len(labels):
-        counts = Counter(int(label) for label in labels)
-        profile["labels"] = {str(k): v / len(labels) for k, v in sorted(counts.items())}
+        label_counts = Counter(int(label) for label in labels)
+        profile["labels"] = {str(k): v / len(labels) for k, v in sorted(label_counts.items())}
     if probabilities is not None and len(probabilities):
         positive = np.asarray(probabilities, dtype=np.float64)
         positive = positive[:, -1] if positive.ndim == 2 else positive
-        counts, edges = np.histogram(positive, bins=bins, range=(0.0, 1.0))
+        score_counts, edges = np.histogram(positive, bins=bins, range=(0.0, 1.0))
         profile["prediction"] = {
             "mean": float(positive.mean()),
-            "histogram": {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]},
+            "histogram": {
+                "edges": [float(e) for e in edges],
+                "counts": [int(c) for c in score_counts],
+            },
         }
     return profile
