@@ -766,8 +766,8 @@ class PredictionRequest:
     """Model to ask."""
     sent_at: datetime
     """When the caller sent it."""
-    features: dict[str, float | int | str | bool | None]
-    """Input features."""
+    features: dict[str, bool | int | float | str | None]
+    """Input features (values: boolean before long before double, so each keeps its type)."""
 
     def to_avro(self) -> dict[str, Any]:
         return {
