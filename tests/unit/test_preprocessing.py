@@ -101,3 +101,23 @@ def test_a_non_numeric_value_names_the_field() -> None:
 def test_fitting_on_no_rows_is_refused() -> None:
     with pytest.raises(ContractMismatch, match="zero rows"):
         Preprocessor.fit([], credit_contract())
+
+
+def test_the_row_fast_path_and_the_column_path_agree_on_messy_rows() -> None:
+    rows, _ = generate_credit(300, seed=8)
+    preprocessor = Preprocessor.fit(rows, credit_contract())
+    messy, _ = generate_credit(50, seed=9, covariate_shift=2.0)
+    messy[0]["car"] = 99  # unknown category
+    messy[1]["salary"] = None  # missing value
+    messy[2]["elevel"] = None
+    del messy[3]["loan"]  # missing field
+    by_rows = preprocessor.transform(messy)
+    by_columns = preprocessor.transform_columns(
+        {name: [row.get(name) for row in messy] for name in preprocessor.feature_names}
+    )
+    np.testing.assert_array_equal(by_rows, by_columns)
+    car_unknown = preprocessor.output_names.index("car=<unknown>")
+    assert by_rows[0, car_unknown] == 1.0
+    assert by_rows[1, 0] == np.float32(
+        (preprocessor.steps[0].impute - preprocessor.steps[0].mean) / preprocessor.steps[0].scale
+    )

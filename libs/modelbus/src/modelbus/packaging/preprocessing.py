@@ -7,6 +7,7 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -99,6 +100,31 @@ class Preprocessor:
         offsets = np.cumsum([0] + [self._width(step) for step in self.steps])
         self._offsets = [int(offset) for offset in offsets]
         self.n_outputs = self._offsets[-1]
+        self._compile()
+
+    def _compile(self) -> None:
+        # The hot path reads every row once into one float64 matrix; that needs each
+        # categorical vocabulary to be numbers (sorted, for searchsorted).
+        names = self.feature_names
+        self._getter = itemgetter(*names) if len(names) > 1 else (lambda row: (row[names[0]],))
+        self._all_numeric = all(
+            isinstance(step, NumericStep)
+            or all(_is_plain_number(value) for value in step.vocabulary)
+            for step in self.steps
+        )
+        numeric = [(i, step) for i, step in enumerate(self.steps) if isinstance(step, NumericStep)]
+        self._numeric_inputs = np.array([i for i, _ in numeric], dtype=np.intp)
+        self._numeric_outputs = np.array([self._offsets[i] for i, _ in numeric], dtype=np.intp)
+        self._impute = np.array([step.impute for _, step in numeric], dtype=np.float64)
+        self._low = np.array([step.low for _, step in numeric], dtype=np.float64)
+        self._high = np.array([step.high for _, step in numeric], dtype=np.float64)
+        self._mean = np.array([step.mean for _, step in numeric], dtype=np.float64)
+        self._scale = np.array([step.scale for _, step in numeric], dtype=np.float64)
+        self._categorical = [
+            (i, self._offsets[i], np.array(step.vocabulary, dtype=np.float64))
+            for i, step in enumerate(self.steps)
+            if isinstance(step, CategoricalStep) and self._all_numeric
+        ]
 
     @staticmethod
     def _width(step: Step) -> int:
@@ -166,6 +192,17 @@ class Preprocessor:
 
     def transform(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """rows -> float32 matrix of shape (len(rows), n_outputs)."""
+        if self._all_numeric and rows:
+            try:
+                try:
+                    table: list[Any] = [self._getter(row) for row in rows]
+                except KeyError:  # a missing field: imputed like None
+                    table = [[row.get(name) for name in self.feature_names] for row in rows]
+                matrix = np.array(table, np.float64).reshape(len(rows), len(self.steps))
+            except (TypeError, ValueError):
+                matrix = None  # a bad value: the column path below names the field
+            if matrix is not None:
+                return self._transform_matrix(matrix)
         return self.transform_columns(
             {step.name: [row.get(step.name) for row in rows] for step in self.steps},
             n_rows=len(rows),
@@ -198,6 +235,25 @@ class Preprocessor:
                     (lookup.get(value, unknown) for value in items), dtype=np.intp, count=n_rows
                 )
                 out[rows_index, offset + index] = 1.0
+        return out
+
+    def _transform_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        n_rows = len(matrix)
+        out = np.zeros((n_rows, self.n_outputs), dtype=np.float32)
+        values = matrix[:, self._numeric_inputs]
+        values = np.where(np.isnan(values), self._impute, values)
+        np.clip(values, self._low, self._high, out=values)
+        out[:, self._numeric_outputs] = (values - self._mean) / self._scale
+        rows_index = np.arange(n_rows)
+        for column, offset, vocabulary in self._categorical:
+            values = matrix[:, column]
+            unknown = len(vocabulary)
+            if unknown == 0:
+                out[:, offset] = 1.0
+                continue
+            position = np.minimum(np.searchsorted(vocabulary, values), unknown - 1)
+            index = np.where(vocabulary[position] == values, position, unknown)
+            out[rows_index, offset + index] = 1.0
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -261,6 +317,10 @@ def _is_number(value: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+def _is_plain_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _sort_key(value: Any) -> tuple[str, Any]:
