@@ -152,7 +152,7 @@ class BatchPredictor:
                 self.metrics.model_errors.labels(self.model, str(answer.version)).inc()
                 out.append(self._dead(message, "ModelError", answer.error or "", answer.version))
                 continue
-            sent_at = request["sent_at"].timestamp()
+            sent_at = request["sent_at_s"]
             total_ms = (time.time() - sent_at) * 1000
             request_meta = request["meta"]
             value = encode(

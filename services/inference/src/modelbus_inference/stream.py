@@ -48,7 +48,7 @@ def producer_config(settings: Settings) -> dict[str, object]:
         # broker still writes the last one's markers; the default 100 ms retry backoff would
         # then cost ~100 ms per batch.
         "retry.backoff.ms": 2,
-        "retry.backoff.max.ms": 50,
+        "retry.backoff.max.ms": 10,
         "message.max.bytes": settings.kafka.max_message_bytes + 65_536,
     }
 

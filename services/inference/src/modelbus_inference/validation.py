@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import struct
 from io import BytesIO
 from typing import Any
 
@@ -10,6 +11,7 @@ from fastavro import schemaless_reader
 
 from modelbus.events import Codec, CodecError, KnownSchema
 from modelbus.events.codec import HEADER_BYTES, MAGIC
+from modelbus_inference.avro_reader import Reader, Unsupported, compile_reader
 
 GENERIC_REQUEST = "modelbus.events.PredictionRequest"
 _PYTHON_TYPES: dict[str, tuple[type, ...]] = {
@@ -98,9 +100,13 @@ class RequestDecoder:
         self.max_request_bytes = max_request_bytes
         self._typed_fingerprint = typed_request.fingerprint
         self._typed_parsed = typed_request.parsed
+        try:
+            self._compiled: Reader | None = compile_reader(typed_request.schema)
+        except Unsupported:
+            self._compiled = None
 
     def decode(self, value: bytes | None, *, where: str = "message") -> dict[str, Any]:
-        """The request record, validated; raises Rejected."""
+        """The request record, validated, with ``sent_at_s`` (epoch seconds); raises Rejected."""
         if not value:
             raise Rejected("EmptyMessage", "message has no value (null or empty)")
         if len(value) > self.max_request_bytes:
@@ -109,15 +115,36 @@ class RequestDecoder:
                 f"{len(value)} bytes exceeds the {self.max_request_bytes}-byte request limit",
             )
         if value[2:HEADER_BYTES] == self._typed_fingerprint and value[:2] == MAGIC:
-            record = self._decode_typed(value, where)
+            if self._compiled is not None:
+                record = self._decode_compiled(value, where)
+            else:
+                record = self._decode_typed(value, where)
+                record["sent_at_s"] = record["sent_at"].timestamp()
         else:
             record = self._decode_other(value, where)
+            record["sent_at_s"] = record["sent_at"].timestamp()
         if record["model"] != self.model:
             raise Rejected(
                 "UnknownModel",
                 f"request names model {record['model']!r} but this stream serves {self.model!r}",
             )
         self.fields.check_finite(record["features"])
+        return record
+
+    def _decode_compiled(self, value: bytes, where: str) -> dict[str, Any]:
+        assert self._compiled is not None
+        try:
+            record, end = self._compiled(value, HEADER_BYTES)
+        except (IndexError, ValueError, struct.error) as error:  # UnicodeError is a ValueError
+            raise Rejected(
+                "BodyMismatch", f"{where}: body does not decode as the contract: {error}"
+            ) from error
+        if end != len(value):
+            raise Rejected(
+                "BodyMismatch",
+                f"{where}: {len(value) - end} bytes left over after decoding the request",
+            )
+        record["sent_at_s"] = record["sent_at"] / 1000
         return record
 
     def _decode_typed(self, value: bytes, where: str) -> dict[str, Any]:

@@ -1,0 +1,498 @@
+"""Inference throughput and latency vs MLflow serving and the raw broker -> results/inference.json.
+
+One script, one machine, one run, the same ``credit`` artifact everywhere:
+
+1. modelbus end to end (requests produced -> results committed in Kafka transactions): max
+   sustained predictions/s draining a backlog, then p50/p99 latency at 50% of that rate
+   (send -> committed result seen by a read_committed consumer); 1 and 2 workers.
+2. ``mlflow models serve --env-manager local`` of the same logged model under a concurrent
+   HTTP load generator (threads + httpx), 1-row and 100-row requests.
+3. raw broker pass-through (consume + produce the same bytes, one process), from
+   benchmarks/codec.py.
+
+``python -m benchmarks.inference [--backlog N] [--profile]``; the broker is
+MODELBUS_BOOTSTRAP_SERVERS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
+
+from benchmarks.codec import passthrough
+from benchmarks.common import RESULTS, write_result
+from modelbus.bus.topics import data_topic
+from modelbus.config import KafkaSettings
+from modelbus.events import types as t
+from tests.integration.test_inference_helpers import (
+    CONTRACT,
+    REPO,
+    RequestProducer,
+    build_credit_package,
+    create_model_topics,
+    credit_contract,
+    credit_rows,
+    encode_request,
+    lifecycle_events,
+    publish_lifecycle,
+    registered,
+    request_codec,
+    start_worker,
+    stop_workers,
+)
+
+PARTITIONS = 4
+TARGETS = {
+    "vs_mlflow_single_row_throughput": 20.0,
+    "vs_mlflow_100_row_throughput": 2.0,
+    "vs_raw_passthrough": 0.5,
+    "p99_ms_at_half_load": 50.0,
+    "two_workers_vs_one": 1.5,
+}
+
+
+def log(message: str) -> None:
+    """Progress on stderr."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- the artifact -------------------------------------------------------------------------
+
+
+def logged_artifact(workdir: Path) -> dict[str, Any]:
+    """Train the credit package, log it to a file-store MLflow; the package and model URIs."""
+    import mlflow
+
+    from modelbus.packaging import package_sha256, resolve_package
+    from modelbus.packaging.mlflow_model import log_package
+
+    source = workdir / "credit-package"
+    build_credit_package(source, name="credit", seed=1, n_rows=5000, epochs=60)
+    tracking = f"sqlite:///{workdir / 'mlflow.db'}"
+    mlflow.set_tracking_uri(tracking)
+    experiment = mlflow.create_experiment(
+        "inference-benchmark", artifact_location=(workdir / "artifacts").as_uri()
+    )
+    mlflow.set_experiment(experiment_id=experiment)
+    with mlflow.start_run():
+        logged = log_package(source, credit_contract())
+    package = resolve_package(logged.package_uri)
+    return {
+        "tracking_uri": tracking,
+        "model_uri": logged.model_uri,
+        "package_dir": package,
+        "sha256": package_sha256(package),
+    }
+
+
+# --- modelbus end to end ------------------------------------------------------------------
+
+
+def _committed(consumer: Consumer, topic: str) -> int:
+    offsets = consumer.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], 10)
+    return sum(max(tp.offset, 0) for tp in offsets)
+
+
+def _encoded_requests(codec: Any, model: str, count: int, prefix: str) -> list[tuple[str, bytes]]:
+    rows, _ = credit_rows(2000, seed=3)
+    return [
+        (f"{prefix}{n}", encode_request(codec, model, f"{prefix}{n}", rows[n % len(rows)]))
+        for n in range(count)
+    ]
+
+
+def _drain_rate(
+    settings: KafkaSettings, model: str, group: str, backlog: list[tuple[str, bytes]], done: int
+) -> dict[str, Any]:
+    """Produce a backlog as fast as possible; predictions/s while the workers drain it."""
+    topic = data_topic(model, "requests")
+    watcher = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": group})
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 20})
+    for key, value in backlog:
+        while True:
+            try:
+                producer.produce(topic, value, key.encode())
+                break
+            except BufferError:
+                producer.poll(0.01)
+    producer.flush()
+    total, samples = done + len(backlog), []
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        committed = _committed(watcher, topic)
+        samples.append((time.perf_counter(), committed - done))
+        if committed >= total:
+            break
+        time.sleep(0.1)
+    watcher.close()
+    low, high = 0.1 * len(backlog), 0.9 * len(backlog)
+    start = next(s for s in samples if s[1] >= low)
+    end = next(s for s in samples if s[1] >= high)
+    return {
+        "backlog": len(backlog),
+        "predictions_per_s": round((end[1] - start[1]) / (end[0] - start[0])),
+        "note": "rate while the committed offsets go from 10% to 90% of the backlog",
+    }
+
+
+def _paced_latency(
+    settings: KafkaSettings, model: str, codec: Any, rate_per_s: float, seconds: float
+) -> dict[str, Any]:
+    """Send at a fixed rate; ms from produce() to the committed result reaching a reader.
+
+    Requests are encoded at send time, so the worker's own timings (sent_at -> result
+    produced, before the commit) can be told apart from the transaction and delivery.
+    """
+    topic = data_topic(model, "requests")
+    reader = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": f"bench-reader-{uuid.uuid4()}",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 5,
+        }
+    )
+    predictions = data_topic(model, "predictions")
+    reader.assign([TopicPartition(predictions, p, OFFSET_END) for p in range(PARTITIONS)])
+    reader.consume(100, 1.0)
+    count = int(rate_per_s * seconds)
+    rows, _ = credit_rows(1000, seed=3)
+    sent: dict[bytes, float] = {}
+    latencies: list[float] = []
+    worker_ms: list[float] = []
+    queue_ms: list[float] = []
+    finished_at: list[float] = []
+
+    def read() -> None:
+        while len(latencies) < count and not (
+            finished_at and time.perf_counter() > finished_at[0] + 10
+        ):
+            for message in reader.consume(1000, 0.05):
+                key = message.key()
+                if message.error() is None and key in sent:
+                    latencies.append((time.perf_counter() - sent[key]) * 1000)
+                    if len(latencies) % 20 == 0:
+                        timings = codec.decode(message.value()).timings
+                        worker_ms.append(timings.total_ms)
+                        queue_ms.append(timings.queue_ms)
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 1})
+    prefix = uuid.uuid4().hex[:6]
+    start = time.perf_counter()
+    for index in range(count):
+        pause = start + index / rate_per_s - time.perf_counter()
+        if pause > 0.001:
+            time.sleep(pause)
+        key = f"{prefix}-{index}"
+        value = encode_request(codec, model, key, rows[index % len(rows)])
+        sent[key.encode()] = time.perf_counter()
+        producer.produce(topic, value, key.encode())
+        producer.poll(0)
+    producer.flush()
+    elapsed = time.perf_counter() - start
+    finished_at.append(time.perf_counter())
+    thread.join()
+    reader.close()
+    values = np.asarray(latencies)
+    return {
+        "offered_per_s": round(rate_per_s),
+        "achieved_send_per_s": round(count / elapsed),
+        "requests": count,
+        "results_seen": len(latencies),
+        "p50_ms": round(float(np.percentile(values, 50)), 2),
+        "p99_ms": round(float(np.percentile(values, 99)), 2),
+        "max_ms": round(float(values.max()), 2),
+        "worker_part_p50_ms": round(float(np.percentile(worker_ms, 50)), 2),
+        "worker_part_p99_ms": round(float(np.percentile(worker_ms, 99)), 2),
+        "queue_part_p50_ms": round(float(np.percentile(queue_ms, 50)), 2),
+    }
+
+
+def modelbus_end_to_end(
+    settings: KafkaSettings, artifact: dict[str, Any], workers: int, backlog: int
+) -> dict[str, Any]:
+    """Start ``workers`` worker processes on a fresh model; throughput, then half-load latency."""
+    model = f"bench{uuid.uuid4().hex[:8]}"
+    create_model_topics(settings, model, PARTITIONS)
+    codec = request_codec()
+    RequestProducer(settings, codec)  # publishes the request schemas
+    publish_lifecycle(
+        settings, codec, registered(model, 1, artifact["package_dir"], artifact["sha256"])
+    )
+    group = f"modelbus-inference-{model}"
+    env = {
+        "MODELBUS_INFERENCE_MAX_BATCH_SIZE": os.environ.get("BENCH_MAX_BATCH", "1000"),
+        "MODELBUS_INFERENCE_MAX_WAIT_MS": os.environ.get("BENCH_MAX_WAIT_MS", "5"),
+    }
+    processes = [
+        start_worker(settings.bootstrap_servers, model, index=i, **env) for i in range(workers)
+    ]
+    try:
+        deadline = time.monotonic() + 120
+        while len(lifecycle_events(settings.bootstrap_servers, codec, model, (t.ModelLoaded,))) < (
+            workers
+        ):
+            if time.monotonic() > deadline:
+                raise TimeoutError("workers did not load the model in 120 s")
+            time.sleep(0.5)
+        warmup = _encoded_requests(codec, model, 5_000, "warm")
+        _drain_rate(settings, model, group, warmup, 0)
+        log(f"{workers} worker(s) warm; draining a backlog of {backlog}")
+        throughput = _drain_rate(
+            settings, model, group, _encoded_requests(codec, model, backlog, "b"), len(warmup)
+        )
+        log(f"{workers} worker(s): {throughput['predictions_per_s']} predictions/s")
+        half = throughput["predictions_per_s"] / 2
+        latency = _paced_latency(settings, model, codec, half, 10.0)
+        log(f"{workers} worker(s) at {half:.0f}/s: p50 {latency['p50_ms']} p99 {latency['p99_ms']}")
+    finally:
+        stop_workers(processes)
+    return {"workers": workers, "max_sustained": throughput, "half_load_latency": latency}
+
+
+# --- mlflow models serve ------------------------------------------------------------------
+
+
+def _load(url: str, body: bytes, threads: int, seconds: float) -> dict[str, Any]:
+    counts = [0] * threads
+    errors = [0] * threads
+    latencies: list[list[float]] = [[] for _ in range(threads)]
+    stop_at = time.perf_counter() + seconds
+
+    def worker(index: int) -> None:
+        with httpx.Client(timeout=30) as client:
+            while time.perf_counter() < stop_at:
+                started = time.perf_counter()
+                response = client.post(
+                    url, content=body, headers={"Content-Type": "application/json"}
+                )
+                latencies[index].append((time.perf_counter() - started) * 1000)
+                if response.status_code == 200:
+                    counts[index] += 1
+                else:
+                    errors[index] += 1
+
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    started = time.perf_counter()
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    values = np.asarray([v for group in latencies for v in group])
+    return {
+        "requests_per_s": round(sum(counts) / elapsed, 1),
+        "errors": sum(errors),
+        "p50_ms": round(float(np.percentile(values, 50)), 2),
+        "p99_ms": round(float(np.percentile(values, 99)), 2),
+    }
+
+
+def mlflow_serve(artifact: dict[str, Any], *, threads: int, seconds: float) -> dict[str, Any]:
+    """Throughput of ``mlflow models serve`` on the same artifact, 1-row and 100-row bodies."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": artifact["tracking_uri"],
+        "MODELBUS_TORCH_THREADS": "1",
+        # mlflow starts `uvicorn` by name: the venv's bin must be on PATH.
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            artifact["model_uri"],
+            "--env-manager",
+            "local",
+            "-p",
+            str(port),
+            "-w",
+            "1",
+        ],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"mlflow models serve did not start: {server.stderr.read().decode()[-2000:]}"  # type: ignore[union-attr]
+                )
+            time.sleep(0.5)
+        rows, _ = credit_rows(100, seed=3)
+        single = json.dumps({"dataframe_records": rows[:1]}).encode()
+        hundred = json.dumps({"dataframe_records": rows}).encode()
+        check = httpx.post(
+            f"{url}/invocations", content=single, headers={"Content-Type": "application/json"}
+        )
+        check.raise_for_status()
+        _load(f"{url}/invocations", single, threads, 2)  # warm-up
+        one_row = _load(f"{url}/invocations", single, threads, seconds)
+        log(f"mlflow serve 1-row: {one_row['requests_per_s']} req/s")
+        rows_100 = _load(f"{url}/invocations", hundred, threads, seconds)
+        rows_100["rows_per_s"] = round(rows_100["requests_per_s"] * 100, 1)
+        log(f"mlflow serve 100-row: {rows_100['rows_per_s']} rows/s")
+    finally:
+        _stop_group(server)
+    return {
+        "server": "mlflow models serve --env-manager local -w 1 (uvicorn), torch threads 1",
+        "client": f"{threads} threads, httpx keep-alive, {seconds:.0f} s per shape",
+        "single_row": {**one_row, "rows_per_s": one_row["requests_per_s"]},
+        "rows_100": rows_100,
+        "first_response": check.json(),
+    }
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+# --- profile ------------------------------------------------------------------------------
+
+
+def profile_worker(settings: KafkaSettings, artifact: dict[str, Any], backlog: int) -> str:
+    """pyinstrument text profile of one in-process worker draining a backlog."""
+    from pyinstrument import Profiler
+
+    from modelbus_inference.bootstrap import bootstrap
+    from modelbus_inference.config import Settings
+
+    model = f"bench{uuid.uuid4().hex[:8]}"
+    create_model_topics(settings, model, PARTITIONS)
+    codec = request_codec()
+    RequestProducer(settings, codec)
+    publish_lifecycle(
+        settings, codec, registered(model, 1, artifact["package_dir"], artifact["sha256"])
+    )
+    worker = bootstrap(
+        Settings(kafka=settings, model=model, contract=CONTRACT, http_port=0, max_batch_size=1000)
+    )
+    worker.lifecycle.replay(30)
+    worker.stream.start()
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 20})
+    for key, value in _encoded_requests(codec, model, backlog, "q"):
+        while True:
+            try:
+                producer.produce(data_topic(model, "requests"), value, key.encode())
+                break
+            except BufferError:
+                producer.poll(0.01)
+    producer.flush()
+    profiler = Profiler(interval=0.0005)
+    profiler.start()
+    while worker.stream.processed < backlog:
+        worker.stream.run_once()
+    profiler.stop()
+    worker.stream.close()
+    return profiler.output_text(unicode=False, color=False, show_all=False)
+
+
+# --- main ---------------------------------------------------------------------------------
+
+
+def main() -> None:
+    """Run every measurement and write benchmarks/results/inference.json."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--backlog", type=int, default=60_000)
+    parser.add_argument("--http-seconds", type=float, default=10.0)
+    parser.add_argument("--http-threads", type=int, default=8)
+    parser.add_argument("--profile", action="store_true", help="also write a pyinstrument profile")
+    args = parser.parse_args()
+    settings = KafkaSettings(data_partitions=PARTITIONS)
+    workdir = Path(tempfile.mkdtemp(prefix="modelbus-bench-inference-"))
+    log(f"training and logging the credit artifact in {workdir}")
+    artifact = logged_artifact(workdir)
+
+    log("raw broker pass-through")
+    raw = {
+        "plain": passthrough(settings.bootstrap_servers, messages=100_000, transactional=False),
+        "transactional_1000_per_txn": passthrough(
+            settings.bootstrap_servers, messages=100_000, transactional=True
+        ),
+    }
+    modelbus = {str(n): modelbus_end_to_end(settings, artifact, n, args.backlog) for n in (1, 2)}
+    log("mlflow models serve")
+    mlflow = mlflow_serve(artifact, threads=args.http_threads, seconds=args.http_seconds)
+    profile_path = None
+    if args.profile:
+        log("profiling one worker")
+        profile_path = RESULTS / "inference_profile.txt"
+        profile_path.write_text(profile_worker(settings, artifact, 30_000))
+
+    one = modelbus["1"]["max_sustained"]["predictions_per_s"]
+    two = modelbus["2"]["max_sustained"]["predictions_per_s"]
+    best = max(one, two)
+    reached = {
+        "vs_mlflow_single_row_throughput": round(best / mlflow["single_row"]["rows_per_s"], 2),
+        "vs_mlflow_100_row_throughput": round(best / mlflow["rows_100"]["rows_per_s"], 2),
+        "vs_raw_passthrough": round(best / raw["plain"]["messages_per_s"], 3),
+        "vs_raw_transactional_passthrough": round(
+            best / raw["transactional_1000_per_txn"]["messages_per_s"], 3
+        ),
+        "p99_ms_at_half_load": max(modelbus[n]["half_load_latency"]["p99_ms"] for n in ("1", "2")),
+        "two_workers_vs_one": round(two / one, 2),
+    }
+    met = {
+        name: (reached[name] <= target if name.startswith("p99") else reached[name] >= target)
+        for name, target in TARGETS.items()
+    }
+    result = {
+        "model": "credit (torch-mlp 32-16, 9 contract features)",
+        "modelbus": modelbus,
+        "mlflow_serve": mlflow,
+        "raw_broker_passthrough": raw,
+        "ratios": {"reached": reached, "targets": TARGETS, "met": met},
+        "profile": str(profile_path.relative_to(REPO)) if profile_path else None,
+    }
+    path = write_result("inference", result)
+    print(path.read_text())
+
+
+if __name__ == "__main__":
+    main()
