@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelbus.data import generate_credit, write_reference
+from modelbus.data import file_sha256, generate_credit, write_reference
 from modelbus.events import contract_path
 from modelbus.events import types as t
 from modelbus.events.types import CodeVersion, DataSource
@@ -105,6 +105,7 @@ def test_a_request_starts_one_job_caused_by_it(deps) -> None:
     (spec,) = deps["runner"].specs
     assert spec.job_id == started.job_id
     assert (spec.seed, spec.max_rows, spec.trigger_event_id) == (7, 100_000, "req-1")
+    assert spec.reference_rows_cap is None
     assert spec.code == CodeVersion(git_sha="unknown", dirty=False)  # tmp_path is no checkout
 
 
@@ -144,6 +145,8 @@ def test_one_drift_episode_starts_one_job(deps, state) -> None:
     assert second.trigger == "DriftDetected"
     assert second.meta.causation_id == "d-4"
     assert [spec.trigger_event_id for spec in deps["runner"].specs] == ["d-1", "d-4"]
+    # After drift, recent labelled rows should outweigh the (maybe stale) reference concept.
+    assert [spec.reference_rows_cap for spec in deps["runner"].specs] == [2000, 2000]
 
 
 def test_an_explicit_request_is_not_held_back_by_the_drift_cool_down(deps) -> None:
@@ -270,6 +273,17 @@ def test_a_snapshot_keeps_the_newest_rows_and_is_stored_under_its_sha256(tmp_pat
     assert snapshot.path == tmp_path / f"{snapshot.sha256}.jsonl"
     assert hashlib.sha256(snapshot.path.read_bytes()).hexdigest() == snapshot.sha256
     assert load_snapshot(snapshot.path) == (rows[5:], labels[5:], snapshot.sha256)
+
+
+def test_a_capped_reference_slice_keeps_the_last_rows_of_the_file(tmp_path) -> None:
+    from modelbus_trainer.sources import reference_slice
+
+    path = tmp_path / "credit-reference.jsonl"
+    full = reference_slice(path, n_rows=50, seed=3)
+    capped = reference_slice(path, n_rows=50, seed=3, keep_last=20)
+    assert (full.source.rows, capped.source.rows) == (50, 20)
+    assert capped.rows == full.rows[30:]
+    assert capped.source.sha256 == full.source.sha256 == file_sha256(path)
 
 
 def test_an_empty_snapshot_fails_with_what_to_do(tmp_path) -> None:

@@ -22,6 +22,7 @@ from modelbus.bus import (
     topic_specs,
 )
 from modelbus.events import Codec, build_codec
+from modelbus.events import types as t
 from modelbus.events.meta import producer_id
 from modelbus.events.types import CodeVersion
 from modelbus.service import inject
@@ -88,6 +89,10 @@ class JobPlanner:
             correlation_id=event.meta.correlation_id,
             parent_version=parent_version,
             read_production=self.read_production,
+            # After drift the old concept may be wrong: let recent labelled rows dominate.
+            reference_rows_cap=(
+                self.settings.drift_reference_rows if isinstance(event, t.DriftDetected) else None
+            ),
         )
 
 
@@ -151,10 +156,12 @@ class TrainerApp:
 
     def run(self, stop: threading.Event) -> None:
         """Until ``stop`` is set; then let the running job end and publish its outcome."""
+        log.info("trainer consuming", topic=LIFECYCLE_TOPIC, group_id=self.settings.group_id)
         try:
             while not stop.is_set():
                 self.step()
         finally:
+            log.info("trainer stopping", jobs_pending=self.runner.pending())
             self.runner.close()
             self.publish_finished()
             self.loop.close()

@@ -41,6 +41,12 @@ class Settings(BaseSettings):
         default=20_000, ge=0, description="Rows of generated reference data per model."
     )
     reference_seed: int = Field(default=42, description="Seed of the generated reference data.")
+    drift_reference_rows: int = Field(
+        default=2_000,
+        ge=0,
+        description="Jobs started by DriftDetected keep only this many (of the newest) "
+        "reference rows, so recent labelled requests outweigh a concept that may be stale.",
+    )
     production_rows: int = Field(
         default=50_000,
         ge=0,

@@ -50,6 +50,20 @@ class ProcessJobRunner:
         future.add_done_callback(lambda finished: self._collect(spec, finished))
 
     def _collect(self, spec: JobSpec, future: Future[JobOutcome]) -> None:
+        if future.cancelled():
+            self._done.put(
+                JobOutcome(
+                    job_id=spec.job_id,
+                    model=spec.model,
+                    ok=False,
+                    stage="train",
+                    reason="the trainer stopped before this job ran; send a new "
+                    "TrainingRequested to train again",
+                    code=spec.code,
+                    parent_version=spec.parent_version,
+                )
+            )
+            return
         try:
             outcome = future.result()
         except Exception as error:  # the worker process died (OOM, signal)
@@ -60,6 +74,8 @@ class ProcessJobRunner:
                 stage="train",
                 reason=f"the worker process died: {type(error).__name__}: {error}; "
                 "check memory (lower max_rows) and the trainer log, then ask again",
+                code=spec.code,
+                parent_version=spec.parent_version,
             )
         self._done.put(outcome)
 

@@ -19,19 +19,23 @@ from modelbus_trainer.snapshot import Slice, TrainingError
 log = structlog.get_logger(__name__)
 
 
-def reference_slice(path: Path, *, n_rows: int, seed: int) -> Slice:
-    """The model's reference data (generated at ``path`` on first use) as a 'file' slice."""
+def reference_slice(path: Path, *, n_rows: int, seed: int, keep_last: int | None = None) -> Slice:
+    """The model's reference data (generated at ``path`` on first use) as a 'file' slice.
+
+    ``keep_last`` keeps only the file's last rows (the slice's ``rows`` says how many).
+    """
     try:
         reference = ensure_reference(path, n_rows=n_rows, seed=seed)
     except ValueError as error:
         raise TrainingError("snapshot", f"reference data unreadable: {error}") from error
+    skip = max(len(reference.rows) - keep_last, 0) if keep_last is not None else 0
     source = DataSource(
         kind="file",
         uri=str(path.resolve()),
-        rows=len(reference.rows),
+        rows=len(reference.rows) - skip,
         sha256=reference.sha256,
     )
-    return Slice(rows=reference.rows, labels=reference.labels, source=source)
+    return Slice(rows=reference.rows[skip:], labels=reference.labels[skip:], source=source)
 
 
 def read_offsets(

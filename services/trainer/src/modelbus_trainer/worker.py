@@ -47,6 +47,7 @@ class JobSpec:
     correlation_id: str
     parent_version: int | None = None
     read_production: bool = True
+    reference_rows_cap: int | None = None
 
 
 @dataclass
@@ -93,6 +94,7 @@ def build_snapshot(spec: JobSpec, contract: dict) -> Snapshot:
                 settings.reference_path(spec.model),
                 n_rows=settings.reference_rows,
                 seed=settings.reference_seed,
+                keep_last=spec.reference_rows_cap,
             )
         )
     if spec.read_production and settings.production_rows > 0:
