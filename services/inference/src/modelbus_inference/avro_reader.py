@@ -1,9 +1,11 @@
 """A compiled Avro binary reader for flat records (the typed request), without datetimes.
 
-fastavro's schemaless_reader spends most of its ~10-20 us per request building two datetime
-objects and a generic decode; the stream needs plain numbers. Records of primitives,
-nested records and ``[null, x]`` unions are compiled into closures; anything else is
-reported as unsupported so the caller keeps fastavro.
+fastavro's schemaless_reader spends ~13 us per request, much of it building two datetime
+objects; the stream needs plain numbers. A record of primitives, nested records and
+``[null, x]`` unions is turned into one straight-line Python function (source generated from
+the schema, as fastavro's own compiler does), ~2x faster; anything else is reported as
+unsupported so the caller keeps fastavro. Logical types stay plain numbers
+(timestamp-millis: milliseconds).
 """
 
 from __future__ import annotations
@@ -13,8 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 Reader = Callable[[bytes, int], tuple[Any, int]]
-_DOUBLE = struct.Struct("<d").unpack_from
-_FLOAT = struct.Struct("<f").unpack_from
+_PRIMITIVES = {"int", "long", "string", "double", "float", "boolean"}
 
 
 class Unsupported(Exception):
@@ -37,81 +38,94 @@ def read_long(data: bytes, pos: int) -> tuple[int, int]:
     return (n >> 1) ^ -(n & 1), pos
 
 
-def read_string(data: bytes, pos: int) -> tuple[str, int]:
-    """Length-prefixed UTF-8."""
-    length, pos = read_long(data, pos)
-    end = pos + length
-    if length < 0 or end > len(data):
-        raise IndexError("string runs past the end of the message")
-    return data[pos:end].decode(), end
+class _Emitter:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.count = 0
 
+    def var(self) -> str:
+        self.count += 1
+        return f"v{self.count}"
 
-def read_double(data: bytes, pos: int) -> tuple[float, int]:
-    """IEEE 754 little-endian double."""
-    return _DOUBLE(data, pos)[0], pos + 8
+    def emit(self, indent: int, line: str) -> None:
+        self.lines.append("    " * indent + line)
 
+    def long(self, indent: int, target: str) -> None:
+        self.emit(indent, "b = data[pos]")
+        self.emit(indent, "if b < 128:")
+        self.emit(indent + 1, f"{target} = (b >> 1) ^ -(b & 1)")
+        self.emit(indent + 1, "pos += 1")
+        self.emit(indent, "else:")
+        self.emit(indent + 1, f"{target}, pos = read_long(data, pos)")
 
-def read_float(data: bytes, pos: int) -> tuple[float, int]:
-    """IEEE 754 little-endian float."""
-    return _FLOAT(data, pos)[0], pos + 4
+    def value(self, schema: Any, indent: int) -> str:
+        """Emit code reading ``schema``; returns the expression holding the value."""
+        if isinstance(schema, list):
+            return self.union(schema, indent)
+        kind = schema if isinstance(schema, str) else schema.get("type")
+        if kind == "record":
+            parts = [f"{f['name']!r}: {self.value(f['type'], indent)}" for f in schema["fields"]]
+            return "{" + ", ".join(parts) + "}"
+        if not isinstance(kind, str) or kind not in _PRIMITIVES:
+            raise Unsupported(f"type {kind!r}")
+        target = self.var()
+        if kind in ("int", "long"):
+            self.long(indent, target)
+        elif kind == "string":
+            self.long(indent, "n")
+            self.emit(indent, "end = pos + n")
+            self.emit(indent, "if n < 0 or end > size:")
+            self.emit(indent + 1, "raise IndexError('string runs past the end of the message')")
+            self.emit(indent, f"{target} = data[pos:end].decode()")
+            self.emit(indent, "pos = end")
+        elif kind in ("double", "float"):
+            unpack, width = ("unpack_double", 8) if kind == "double" else ("unpack_float", 4)
+            self.emit(indent, f"{target} = {unpack}(data, pos)[0]")
+            self.emit(indent, f"pos += {width}")
+        else:
+            self.emit(indent, "b = data[pos]")
+            self.emit(indent, "if b > 1:")
+            self.emit(indent + 1, "raise ValueError(f'boolean byte {b}')")
+            self.emit(indent, f"{target} = b == 1")
+            self.emit(indent, "pos += 1")
+        return target
 
-
-def read_boolean(data: bytes, pos: int) -> tuple[bool, int]:
-    """One byte, 0 or 1."""
-    byte = data[pos]
-    if byte > 1:
-        raise ValueError(f"boolean byte {byte}")
-    return byte == 1, pos + 1
-
-
-_PRIMITIVES: dict[str, Reader] = {
-    "int": read_long,
-    "long": read_long,
-    "string": read_string,
-    "double": read_double,
-    "float": read_float,
-    "boolean": read_boolean,
-}
+    def union(self, branches: list[Any], indent: int) -> str:
+        if len(branches) != 2 or "null" not in branches:
+            raise Unsupported(f"union {branches!r}")
+        null_index = branches.index("null")
+        target, index = self.var(), self.var()
+        self.long(indent, index)
+        self.emit(indent, f"if {index} == {null_index}:")
+        self.emit(indent + 1, f"{target} = None")
+        self.emit(indent, f"elif {index} == {1 - null_index}:")
+        inner = self.value(branches[1 - null_index], indent + 1)
+        self.emit(indent + 1, f"{target} = {inner}")
+        self.emit(indent, "else:")
+        self.emit(indent + 1, f"raise ValueError(f'union index {{{index}}} out of range')")
+        return target
 
 
 def compile_reader(schema: Any) -> Reader:
-    """A reader for ``schema`` (a parsed, expanded schema); raises Unsupported."""
-    if isinstance(schema, str):
-        if schema in _PRIMITIVES:
-            return _PRIMITIVES[schema]
-        raise Unsupported(f"type {schema!r}")
-    if isinstance(schema, list):
-        return _union(schema)
-    kind = schema.get("type")
-    if kind == "record":
-        return _record([(f["name"], compile_reader(f["type"])) for f in schema["fields"]])
-    if isinstance(kind, str) and kind in _PRIMITIVES:
-        return _PRIMITIVES[kind]  # logical types stay plain numbers (timestamp-millis: ms)
-    raise Unsupported(f"type {kind!r}")
-
-
-def _union(branches: list[Any]) -> Reader:
-    if len(branches) != 2 or "null" not in branches:
-        raise Unsupported(f"union {branches!r}")
-    null_index = branches.index("null")
-    value_reader = compile_reader(branches[1 - null_index])
-
-    def read(data: bytes, pos: int) -> tuple[Any, int]:
-        index, pos = read_long(data, pos)
-        if index == null_index:
-            return None, pos
-        if index != 1 - null_index:
-            raise ValueError(f"union index {index} out of range")
-        return value_reader(data, pos)
-
-    return read
-
-
-def _record(fields: list[tuple[str, Reader]]) -> Reader:
-    def read(data: bytes, pos: int) -> tuple[dict[str, Any], int]:
-        record = {}
-        for name, reader in fields:
-            record[name], pos = reader(data, pos)
-        return record, pos
-
-    return read
+    """A reader ``(data, pos) -> (value, end)`` for ``schema``; raises Unsupported."""
+    emitter = _Emitter()
+    result = emitter.value(schema, 1)
+    source = "\n".join(
+        [
+            "def read(data, pos):",
+            "    size = len(data)",
+            *emitter.lines,
+            f"    return {result}, pos",
+        ]
+    )
+    namespace: dict[str, Any] = {
+        "read_long": read_long,
+        "unpack_double": struct.Struct("<d").unpack_from,
+        "unpack_float": struct.Struct("<f").unpack_from,
+    }
+    name = schema.get("name", "") if isinstance(schema, dict) else str(schema)
+    code = compile(source, f"<avro reader {name}>", "exec")
+    # The source is generated from our own schema, never from message content.
+    exec(code, namespace)  # noqa: S102
+    reader: Reader = namespace["read"]
+    return reader

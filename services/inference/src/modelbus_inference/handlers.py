@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from modelbus.events import types as t
 from modelbus_inference.domain import Registration, Route, RoutingTable
 from modelbus_inference.serving import ModelManager
@@ -34,7 +36,7 @@ def replay(event: object, models: ModelManager) -> None:
         models.shift(RoutingTable.of(routes), load=False)
 
 
-EVENT_HANDLERS = {
+EVENT_HANDLERS: dict[type, list[Callable[..., list]]] = {
     t.ModelRegistered: [model_registered],
     t.TrafficShifted: [traffic_shifted],
 }

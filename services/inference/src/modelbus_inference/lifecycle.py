@@ -84,8 +84,9 @@ class LifecycleFollower:
                     replay(event, self.models)
             except (CodecError, ValueError) as error:
                 log.warning("skipping an unreadable lifecycle event", error=str(error))
-            if message.offset() + 1 >= ends[message.partition()]:
-                pending.discard(message.partition())
+            partition, offset = int(message.partition() or 0), int(message.offset() or 0)
+            if offset + 1 >= ends[partition]:
+                pending.discard(partition)
         self._publish(self.models.reconcile())
         return read
 
@@ -104,11 +105,11 @@ class LifecycleFollower:
                     continue
                 outcome = self.dispatcher.dispatch(
                     Envelope(
-                        topic=message.topic(),
+                        topic=message.topic() or LIFECYCLE_TOPIC,
                         value=message.value(),
                         key=message.key(),
-                        partition=message.partition(),
-                        offset=message.offset(),
+                        partition=int(message.partition() or 0),
+                        offset=int(message.offset() or 0),
                     )
                 )
                 if outcome.dead_letter is not None:

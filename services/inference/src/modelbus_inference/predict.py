@@ -71,7 +71,7 @@ def score_rows(serving: Serving, keys: list[bytes], rows: list[dict[str, Any]]) 
                 f"model version {version} raised {type(failure).__name__}: {failure}",
             )
         model_ms = (time.perf_counter() - started) * 1000
-        finite = np.isfinite(scores).all(axis=1) if scores is not None else None
+        finite = np.asarray(np.isfinite(scores).all(axis=1)) if scores is not None else None
         labels = scores.argmax(axis=1).tolist() if scores is not None else None
         listed = scores.tolist() if scores is not None else None
         for position, index in enumerate(indices):

@@ -95,9 +95,9 @@ class StreamLoop:
                 continue
             batch.append(
                 Incoming(
-                    message.topic(),
-                    message.partition(),
-                    message.offset(),
+                    self.topic,
+                    message.partition(),  # type: ignore[arg-type]  # set on every message
+                    message.offset(),  # type: ignore[arg-type]
                     message.key(),
                     message.value(),
                 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import struct
 from io import BytesIO
-from typing import Any
+from typing import Any, cast
 
 from fastavro import schemaless_reader
 
@@ -76,7 +76,9 @@ class ContractFields:
                     f"field {name!r} is {type(value).__name__} {value!r}; the contract says {kind}",
                 )
             shaped[name] = (
-                float(value) if kind in ("double", "float") and value is not None else value
+                float(cast(float, value))
+                if kind in ("double", "float") and value is not None
+                else value
             )
         return shaped
 
@@ -151,7 +153,7 @@ class RequestDecoder:
         buffer = BytesIO(value)
         buffer.seek(HEADER_BYTES)
         try:
-            record: dict[str, Any] = schemaless_reader(buffer, self._typed_parsed, None)
+            record: Any = schemaless_reader(buffer, self._typed_parsed, None)
         except Exception as error:  # fastavro raises many types on garbage bodies
             raise Rejected(
                 "BodyMismatch", f"{where}: body does not decode as the contract: {error}"
