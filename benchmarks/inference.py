@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +39,14 @@ from benchmarks.codec import passthrough
 from benchmarks.common import RESULTS, write_result
 from modelbus.bus.topics import data_topic
 from modelbus.config import KafkaSettings
+from modelbus.events import new_meta
 from modelbus.events import types as t
+from modelbus.events.meta import now_utc
+from modelbus_inference.encoding import avro_string, zigzag
 from tests.integration.test_inference_helpers import (
     CONTRACT,
     REPO,
+    TYPED_REQUEST,
     RequestProducer,
     build_credit_package,
     create_model_topics,
@@ -122,6 +127,37 @@ def _encoded_requests(codec: Any, model: str, count: int, prefix: str) -> list[t
     ]
 
 
+def _split_request(codec: Any, model: str, key: str, row: dict) -> tuple[bytes, bytes]:
+    """A request's bytes before and after ``sent_at``, so sending stamps it for ~1 us."""
+    known = codec.store.reader(TYPED_REQUEST)
+    meta = new_meta("bench-producer").to_avro()
+    sent_at = now_utc()
+    full = codec.encode_record(
+        {"meta": meta, "request_id": key, "model": model, "sent_at": sent_at, "features": row},
+        known,
+    )
+    head = b"".join(
+        [
+            full[:10],
+            avro_string(meta["event_id"]),
+            zigzag(_ms(meta["occurred_at"])),
+            avro_string(meta["producer"]),
+            avro_string(meta["correlation_id"]),
+            b"\x00",
+            avro_string(key),
+            avro_string(model),
+        ]
+    )
+    stamp = zigzag(_ms(sent_at))
+    if full[: len(head)] != head or full[len(head) : len(head) + len(stamp)] != stamp:
+        raise RuntimeError("request layout changed; update the benchmark's sent_at patching")
+    return head, full[len(head) + len(stamp) :]
+
+
+def _ms(moment: Any) -> int:
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+
+
 def _drain_rate(
     settings: KafkaSettings, model: str, group: str, backlog: list[tuple[str, bytes]], done: int
 ) -> dict[str, Any]:
@@ -179,6 +215,9 @@ def _paced_latency(
     reader.consume(100, 1.0)
     count = int(rate_per_s * seconds)
     rows, _ = credit_rows(1000, seed=3)
+    prefix = uuid.uuid4().hex[:6]
+    keys = [f"{prefix}-{index}" for index in range(count)]
+    parts = [_split_request(codec, model, key, rows[i % len(rows)]) for i, key in enumerate(keys)]
     sent: dict[bytes, float] = {}
     latencies: list[float] = []
     worker_ms: list[float] = []
@@ -201,16 +240,15 @@ def _paced_latency(
     thread = threading.Thread(target=read)
     thread.start()
     producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 1})
-    prefix = uuid.uuid4().hex[:6]
     start = time.perf_counter()
-    for index in range(count):
+    for index, (key, (head, tail)) in enumerate(zip(keys, parts, strict=True)):
         pause = start + index / rate_per_s - time.perf_counter()
         if pause > 0.001:
             time.sleep(pause)
-        key = f"{prefix}-{index}"
-        value = encode_request(codec, model, key, rows[index % len(rows)])
-        sent[key.encode()] = time.perf_counter()
-        producer.produce(topic, value, key.encode())
+        encoded_key = key.encode()
+        value = head + zigzag(int(time.time() * 1000)) + tail
+        sent[encoded_key] = time.perf_counter()
+        producer.produce(topic, value, encoded_key)
         producer.poll(0)
     producer.flush()
     elapsed = time.perf_counter() - start
@@ -268,10 +306,21 @@ def modelbus_end_to_end(
         log(f"{workers} worker(s): {throughput['predictions_per_s']} predictions/s")
         half = throughput["predictions_per_s"] / 2
         latency = _paced_latency(settings, model, codec, half, 10.0)
+        lighter = {
+            f"{fraction:.0%}": _paced_latency(
+                settings, model, codec, throughput["predictions_per_s"] * fraction, 5.0
+            )
+            for fraction in (0.25, 0.05)
+        }
         log(f"{workers} worker(s) at {half:.0f}/s: p50 {latency['p50_ms']} p99 {latency['p99_ms']}")
     finally:
         stop_workers(processes)
-    return {"workers": workers, "max_sustained": throughput, "half_load_latency": latency}
+    return {
+        "workers": workers,
+        "max_sustained": throughput,
+        "half_load_latency": latency,
+        "lighter_load_latency": lighter,
+    }
 
 
 # --- mlflow models serve ------------------------------------------------------------------
@@ -445,6 +494,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="also write a pyinstrument profile")
     args = parser.parse_args()
     settings = KafkaSettings(data_partitions=PARTITIONS)
+    load_before = os.getloadavg()
     workdir = Path(tempfile.mkdtemp(prefix="modelbus-bench-inference-"))
     log(f"training and logging the credit artifact in {workdir}")
     artifact = logged_artifact(workdir)
@@ -489,6 +539,7 @@ def main() -> None:
         "raw_broker_passthrough": raw,
         "ratios": {"reached": reached, "targets": TARGETS, "met": met},
         "profile": str(profile_path.relative_to(REPO)) if profile_path else None,
+        "load_average_1_5_15": {"before": load_before, "after": os.getloadavg()},
     }
     path = write_result("inference", result)
     print(path.read_text())

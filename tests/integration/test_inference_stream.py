@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -195,3 +198,36 @@ def test_mixed_stream_gives_results_for_good_requests_and_dead_letters_for_bad(
     assert "'age' is str" in by_kind[8].reason
     assert "unknown field(s) 'shoe_size'" in by_kind[9].reason
     assert all(letter.model == model and letter.value for letter in letters)
+
+
+def test_two_worker_processes_share_the_consumer_group(
+    kafka_settings, unique: str, package_v1: tuple[Path, str]
+) -> None:
+    model = f"credit{unique}"
+    _serve(kafka_settings, model, package_v1)
+    codec = request_codec()
+    producer = RequestProducer(kafka_settings, codec)
+    rows, _ = credit_rows(2_000, seed=8)
+    for number, row in enumerate(rows):
+        producer.send(model, f"r{number}", row)
+    producer.flush()
+    bootstrap = kafka_settings.bootstrap_servers
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "modelbus_inference", "run", "--workers", "2"],
+        env={
+            **os.environ,
+            "MODELBUS_BOOTSTRAP_SERVERS": bootstrap,
+            "MODELBUS_INFERENCE_MODEL": model,
+            "MODELBUS_INFERENCE_CONTRACT": "credit",
+            "MODELBUS_INFERENCE_HTTP_PORT": "0",
+        },
+    )
+    reader = TopicReader(bootstrap, data_topic(model, "predictions"), codec)
+    try:
+        results = reader.read_until(lambda r: len(r) >= 2_000, timeout_s=120)
+    finally:
+        stop_workers([supervisor])
+        reader.close()
+    assert results_by_request(results) == {f"r{n}": 1 for n in range(2_000)}
+    slots = {r.meta.producer.partition("@")[0] for r in results}
+    assert slots == {"inference-0", "inference-1"}
