@@ -9,7 +9,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class KafkaSettings(BaseSettings):
     """How to reach the broker and shape the topics. Env prefix ``MODELBUS_``."""
 
-    model_config = SettingsConfigDict(env_prefix="MODELBUS_", extra="ignore")
+    # populate_by_name: KafkaSettings(bootstrap_servers=...) must win over the aliases' default.
+    model_config = SettingsConfigDict(env_prefix="MODELBUS_", extra="ignore", populate_by_name=True)
 
     bootstrap_servers: str = Field(
         default="127.0.0.1:19092",
