@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient
+from tenacity import retry, stop_after_delay, wait_fixed
 
 from modelbus.bus.topics import data_topic
 from modelbus.events import new_meta
@@ -200,6 +202,24 @@ def test_mixed_stream_gives_results_for_good_requests_and_dead_letters_for_bad(
     assert all(letter.model == model and letter.value for letter in letters)
 
 
+def _group_members(bootstrap: str, group: str, *, expected: int) -> dict[str, list[int]]:
+    """Member id -> assigned partitions, once ``expected`` members hold partitions."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+
+    @retry(stop=stop_after_delay(90), wait=wait_fixed(0.5), reraise=True)
+    def poll() -> dict[str, list[int]]:
+        description = admin.describe_consumer_groups([group])[group].result()
+        members = {
+            m.member_id: [tp.partition for tp in m.assignment.topic_partitions]
+            for m in description.members
+        }
+        assert len(members) == expected, members
+        assert all(members.values()), members
+        return members
+
+    return poll()
+
+
 def test_two_worker_processes_share_the_consumer_group(
     kafka_settings, unique: str, package_v1: tuple[Path, str]
 ) -> None:
@@ -208,9 +228,6 @@ def test_two_worker_processes_share_the_consumer_group(
     codec = request_codec()
     producer = RequestProducer(kafka_settings, codec)
     rows, _ = credit_rows(2_000, seed=8)
-    for number, row in enumerate(rows):
-        producer.send(model, f"r{number}", row)
-    producer.flush()
     bootstrap = kafka_settings.bootstrap_servers
     supervisor = subprocess.Popen(
         [sys.executable, "-m", "modelbus_inference", "run", "--workers", "2"],
@@ -224,10 +241,15 @@ def test_two_worker_processes_share_the_consumer_group(
     )
     reader = TopicReader(bootstrap, data_topic(model, "predictions"), codec)
     try:
+        members = _group_members(bootstrap, f"modelbus-inference-{model}", expected=2)
+        for number, row in enumerate(rows):
+            producer.send(model, f"r{number}", row)
+        producer.flush()
         results = reader.read_until(lambda r: len(r) >= 2_000, timeout_s=120)
     finally:
         stop_workers([supervisor])
         reader.close()
+    assert sorted(len(partitions) for partitions in members.values()) == [2, 2]
     assert results_by_request(results) == {f"r{n}": 1 for n in range(2_000)}
     slots = {r.meta.producer.partition("@")[0] for r in results}
     assert slots == {"inference-0", "inference-1"}
