@@ -35,7 +35,7 @@ class Outgoing(NamedTuple):
     topic: str
     key: bytes | None
     value: bytes
-    headers: list[tuple[str, bytes]]
+    headers: list[tuple[str, str | bytes | None]]
 
 
 @dataclass(slots=True)
@@ -208,7 +208,7 @@ class BatchPredictor:
         return Outgoing(self.dlq_topic, message.key, value, self.letter_headers)
 
 
-def _headers(name: str, fingerprint: bytes) -> list[tuple[str, bytes]]:
+def _headers(name: str, fingerprint: bytes) -> list[tuple[str, str | bytes | None]]:
     return [(TYPE_HEADER, name.encode()), (FINGERPRINT_HEADER, fingerprint.hex().encode())]
 
 

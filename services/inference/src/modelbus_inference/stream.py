@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -12,12 +11,9 @@ from modelbus.bus.topics import data_topic
 from modelbus_inference.config import Settings
 from modelbus_inference.predict import BatchPredictor, Incoming
 from modelbus_inference.serving import ModelManager
+from modelbus_inference.transaction import TransactionalWriter
 
 log = structlog.get_logger(__name__)
-
-
-class Fenced(RuntimeError):
-    """Another instance took over this worker's transactional id or partitions; stop."""
 
 
 def consumer_config(settings: Settings) -> dict[str, object]:
@@ -54,7 +50,7 @@ def producer_config(settings: Settings) -> dict[str, object]:
 
 
 class StreamLoop:
-    """consume -> BatchPredictor -> produce + send_offsets_to_transaction -> commit."""
+    """consume -> BatchPredictor -> TransactionalWriter (outputs + offsets, one transaction)."""
 
     def __init__(self, settings: Settings, predictor: BatchPredictor, models: ModelManager) -> None:
         self.settings = settings
@@ -63,13 +59,18 @@ class StreamLoop:
         self.topic = data_topic(settings.model, "requests")
         self.consumer = Consumer(consumer_config(settings))
         self.producer = Producer(producer_config(settings))
+        self.writer = TransactionalWriter(
+            self.producer,
+            worker_name=settings.worker_name,
+            on_abort=predictor.metrics.transactions_aborted.labels(settings.model).inc,
+        )
         self.batches = 0
         self.processed = 0
 
     def start(self) -> None:
         """Fence any previous instance of this slot (aborting its open transaction), subscribe."""
         self.producer.init_transactions(30)
-        self.consumer.subscribe([self.topic])
+        self.consumer.subscribe([self.topic], on_revoke=self._on_revoke)
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set."""
@@ -80,7 +81,7 @@ class StreamLoop:
             self.close()
 
     def run_once(self) -> int:
-        """One micro-batch in one transaction; returns how many requests it held."""
+        """Score one micro-batch and hand it to its transaction; returns its request count."""
         messages = self.consumer.consume(
             self.settings.max_batch_size, self.settings.max_wait_ms / 1000 or 0.001
         )
@@ -103,75 +104,51 @@ class StreamLoop:
                 )
             )
         if not batch:
+            self._rewind(self.writer.settle() or {})
             return 0
         serving = self.models.serving
         assert serving is not None, "the stream starts only once a model is served"
         outputs = self.predictor.predict(batch, serving)
-        self._commit(batch, outputs)
+        next_offsets: dict[tuple[str, int], int] = {}
+        first_offsets: dict[tuple[str, int], int] = {}
+        for request in batch:
+            where = (request.topic, request.partition)
+            next_offsets[where] = request.offset + 1
+            first_offsets.setdefault(where, request.offset)
+        aborted = self.writer.settle()
+        if aborted is not None:
+            # The previous batch's transaction aborted: replay it and this one, in order.
+            for where, offset in first_offsets.items():
+                aborted[where] = min(offset, aborted.get(where, offset))
+            self._rewind(aborted)
+            return 0
+        self.writer.submit(
+            outputs,
+            [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()],
+            first_offsets,
+            self.consumer.consumer_group_metadata(),
+        )
         self.batches += 1
         self.processed += len(batch)
         return len(batch)
 
-    def _commit(self, batch: list[Incoming], outputs: list) -> None:
-        next_offsets: dict[int, int] = {}
-        first_offsets: dict[int, int] = {}
-        for message in batch:
-            next_offsets[message.partition] = message.offset + 1
-            first_offsets.setdefault(message.partition, message.offset)
-        offsets = [TopicPartition(self.topic, p, o) for p, o in next_offsets.items()]
-        try:
-            self.producer.begin_transaction()
-            produce = self.producer.produce
-            for output in outputs:
-                while True:
-                    try:
-                        produce(output.topic, output.value, output.key, headers=output.headers)
-                        break
-                    except BufferError:
-                        self.producer.poll(0.01)
-            self.producer.send_offsets_to_transaction(
-                offsets, self.consumer.consumer_group_metadata(), 30
-            )
-            self._commit_with_retries()
-        except KafkaException as exception:
-            error = exception.args[0]
-            if isinstance(error, KafkaError) and error.txn_requires_abort():
-                log.warning(
-                    "aborting transaction; the batch will be reprocessed", error=error.str()
-                )
-                self.predictor.metrics.transactions_aborted.labels(self.settings.model).inc()
-                self.producer.abort_transaction(30)
-                self._rewind(first_offsets)
-                return
-            if isinstance(error, KafkaError) and error.fatal():
-                raise Fenced(f"{self.settings.worker_name}: {error.str()}") from exception
-            raise
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # The open transaction must end before the partitions move; an aborted one needs no
+        # rewind: the next owner starts from the committed offsets.
+        self.writer.settle()
 
-    def _commit_with_retries(self) -> None:
-        deadline = time.monotonic() + 60
-        while True:
+    def _rewind(self, first_offsets: dict[tuple[str, int], int]) -> None:
+        for (topic, partition), offset in first_offsets.items():
             try:
-                self.producer.commit_transaction(30)
-                return
-            except KafkaException as exception:
-                error = exception.args[0]
-                if not (isinstance(error, KafkaError) and error.retriable()):
-                    raise
-                if time.monotonic() > deadline:
-                    raise
-                log.warning("retrying transaction commit", error=error.str())
-
-    def _rewind(self, first_offsets: dict[int, int]) -> None:
-        for partition, offset in first_offsets.items():
-            try:
-                self.consumer.seek(TopicPartition(self.topic, partition, offset))
+                self.consumer.seek(TopicPartition(topic, partition, offset))
             except KafkaException as error:
                 # Not ours any more after a rebalance: its new owner resumes from the commit.
                 log.info("cannot rewind a partition", partition=partition, error=str(error))
 
     def close(self) -> None:
-        """Leave the group and let the producer go (nothing is left open: each batch commits)."""
+        """Finish the open transaction, leave the group, let the producer go."""
         try:
-            self.consumer.close()
+            self.writer.close()
         finally:
+            self.consumer.close()
             self.producer.flush(10)
