@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
+import signal
+import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Protocol
 
@@ -24,6 +27,8 @@ class JobRunner(Protocol):
 
 
 def _init_worker(level: str) -> None:
+    # Ctrl-C reaches the whole process group; the parent decides when the worker stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_logging("trainer-worker", level=level)
 
 
@@ -42,6 +47,18 @@ class ProcessJobRunner:
         )
         self._done: queue.Queue[JobOutcome] = queue.Queue()
         self._pending = 0
+        self._start_worker()
+
+    def _start_worker(self) -> None:
+        # Spawned with SIGINT ignored (kept across exec), so Ctrl-C stops only this process,
+        # which then lets the running job finish and reports it.
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main_thread else None
+        try:
+            self._pool.submit(os.getpid).result()
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGINT, previous)
 
     def submit(self, spec: JobSpec) -> None:
         """Queue a job for the worker."""
