@@ -374,3 +374,21 @@ def test_a_diverging_loss_fails_the_train_stage() -> None:
         fit_model(rows, labels, credit_contract(), params, seed=7)
     assert caught.value.stage == "train"
     assert "lower learning_rate (now 1e+30)" in caught.value.reason
+
+
+def test_a_model_without_a_data_contract_fails_validation_saying_where_it_should_be(
+    tmp_path,
+) -> None:
+    settings = Settings(run_dir=tmp_path, production_rows=0, repo_dir=tmp_path)
+    request = dataclasses.replace(training_requested(), model="nosuchmodel")
+    outcome = run_job(JobPlanner(settings, read_production=False)(request, None))
+    assert (outcome.ok, outcome.stage, outcome.model) == (False, "validate", "nosuchmodel")
+    assert outcome.reason == (
+        f"model 'nosuchmodel' has no data contract: expected {contract_path('nosuchmodel')}; "
+        "add it first"
+    )
+
+
+def test_settings_refuse_an_unknown_worker_kind() -> None:
+    with pytest.raises(ValueError, match="worker must be 'process' or 'inline', not 'thread'"):
+        Settings(worker="thread")
