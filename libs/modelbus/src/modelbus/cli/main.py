@@ -248,11 +248,15 @@ def status() -> None:
 
 
 @app.command("demo")
-def demo() -> None:
+def demo(
+    keep_running: Annotated[
+        bool, typer.Option(help="Leave the services running afterwards (`modelbus down`).")
+    ] = False,
+) -> None:
     """Run the loop on generated data, printing only what really happened on the bus."""
     from modelbus.cli.demo import run_demo
 
-    raise typer.Exit(run_demo(_settings(), console))
+    raise typer.Exit(run_demo(_settings(), console, keep_running=keep_running))
 
 
 __all__ = ["Publisher", "app"]
