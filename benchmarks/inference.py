@@ -231,7 +231,9 @@ def _paced_latency(
         while len(latencies) < count and not (
             finished_at and time.perf_counter() > finished_at[0] + 10
         ):
-            for message in reader.consume(1000, 0.05):
+            # consume(n, timeout) waits to fill n: take what is there, else wait for one.
+            messages = reader.consume(1000, 0) or [reader.poll(0.05)]
+            for message in filter(None, messages):
                 key = message.key()
                 if message.error() is None and key in sent:
                     latencies.append((time.perf_counter() - sent[key]) * 1000)

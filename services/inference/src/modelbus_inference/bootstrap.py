@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 from dataclasses import dataclass
@@ -56,6 +57,9 @@ class Worker:
             log.info("waiting for a loadable version", model=self.settings.model)
         if self.http_server is not None:
             threading.Thread(target=self.http_server.run, name="http", daemon=True).start()
+        # Start-up objects (torch, fastapi, schemas) never die: keep them out of GC scans,
+        # so full collections stay short on the hot path.
+        gc.freeze()
         self.stream.start()
         log.info("streaming", topic=self.stream.topic, worker=self.settings.worker_name)
         try:
