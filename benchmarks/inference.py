@@ -62,6 +62,22 @@ from tests.integration.test_inference_helpers import (
 )
 
 PARTITIONS = 4
+WHY_SHORT = {
+    "vs_raw_passthrough": "raw pass-through only copies bytes in C (librdkafka); a prediction "
+    "costs ~20 us of Python per request on top (compiled Avro read ~6 us, validation, "
+    "preprocessing + torch per batch ~3 us/row, result encode ~3 us, produce with envelope "
+    "headers ~3.5 us), plus one transaction per batch; see the profile.",
+    "p99_ms_at_half_load": "2 cores are shared by the broker (JVM), the workers, the load "
+    "generator and, on this machine, other people's processes (see load_average); the tail "
+    "is CPU queueing and the transaction commit cycle (begin/produce/AddOffsetsToTxn/"
+    "TxnOffsetCommit/EndTxn, ~5-15 ms per batch), not the model (model_ms < 1 ms per batch). "
+    "Compare lighter_load_latency and worker_part_* (sent_at -> result produced).",
+    "two_workers_vs_one": "a second worker process needs a second core; with 2 cores the "
+    "broker and the load generator already take most of one, so two workers mostly share "
+    "what one had.",
+    "vs_mlflow_single_row_throughput": "",
+    "vs_mlflow_100_row_throughput": "",
+}
 TARGETS = {
     "vs_mlflow_single_row_throughput": 20.0,
     "vs_mlflow_100_row_throughput": 2.0,
@@ -305,27 +321,51 @@ def modelbus_end_to_end(
         warmup = _encoded_requests(codec, model, 5_000, "warm")
         _drain_rate(settings, model, group, warmup, 0)
         log(f"{workers} worker(s) warm; draining a backlog of {backlog}")
-        throughput = _drain_rate(
+        burst = _drain_rate(
             settings, model, group, _encoded_requests(codec, model, backlog, "b"), len(warmup)
         )
-        log(f"{workers} worker(s): {throughput['predictions_per_s']} predictions/s")
-        half = throughput["predictions_per_s"] / 2
+        log(f"{workers} worker(s) drain a backlog at {burst['predictions_per_s']}/s")
+        sustained, steps = _sustained_rate(settings, model, codec, burst["predictions_per_s"])
+        log(f"{workers} worker(s) keep up with {sustained:.0f}/s")
+        half = sustained / 2
         latency = _paced_latency(settings, model, codec, half, 10.0)
+        log(f"{workers} worker(s) at {half:.0f}/s: p50 {latency['p50_ms']} p99 {latency['p99_ms']}")
         lighter = {
-            f"{fraction:.0%}": _paced_latency(
-                settings, model, codec, throughput["predictions_per_s"] * fraction, 5.0
-            )
+            f"{fraction:.0%}": _paced_latency(settings, model, codec, sustained * fraction, 5.0)
             for fraction in (0.25, 0.05)
         }
-        log(f"{workers} worker(s) at {half:.0f}/s: p50 {latency['p50_ms']} p99 {latency['p99_ms']}")
     finally:
         stop_workers(processes)
     return {
         "workers": workers,
-        "max_sustained": throughput,
+        "backlog_drain": burst,
+        "max_sustained": {
+            "predictions_per_s": round(sustained),
+            "note": "highest paced rate (tried from the drain rate down) whose results all "
+            "arrive with max latency under 1 s while the load generator runs on the same cores",
+            "steps": steps,
+        },
         "half_load_latency": latency,
         "lighter_load_latency": lighter,
     }
+
+
+def _sustained_rate(
+    settings: KafkaSettings, model: str, codec: Any, drain_rate: float
+) -> tuple[float, list[dict[str, Any]]]:
+    """The highest of a few paced rates the workers keep up with (5 s each)."""
+    steps = []
+    for fraction in (0.9, 0.75, 0.6, 0.45, 0.3, 0.15):
+        run = _paced_latency(settings, model, codec, drain_rate * fraction, 5.0)
+        kept_up = (
+            run["results_seen"] == run["requests"]
+            and run["max_ms"] < 1000
+            and run["achieved_send_per_s"] >= 0.97 * run["offered_per_s"]
+        )
+        steps.append({**run, "kept_up": kept_up})
+        if kept_up:
+            return run["offered_per_s"], steps
+    return steps[-1]["offered_per_s"], steps
 
 
 # --- mlflow models serve ------------------------------------------------------------------
@@ -523,12 +563,14 @@ def main() -> None:
     one = modelbus["1"]["max_sustained"]["predictions_per_s"]
     two = modelbus["2"]["max_sustained"]["predictions_per_s"]
     best = max(one, two)
+    burst = max(modelbus[n]["backlog_drain"]["predictions_per_s"] for n in ("1", "2"))
     reached = {
         "vs_mlflow_single_row_throughput": round(best / mlflow["single_row"]["rows_per_s"], 2),
         "vs_mlflow_100_row_throughput": round(best / mlflow["rows_100"]["rows_per_s"], 2),
-        "vs_raw_passthrough": round(best / raw["plain"]["messages_per_s"], 3),
+        # The raw pass-through drains a backlog: compare it with modelbus draining one.
+        "vs_raw_passthrough": round(burst / raw["plain"]["messages_per_s"], 3),
         "vs_raw_transactional_passthrough": round(
-            best / raw["transactional_1000_per_txn"]["messages_per_s"], 3
+            burst / raw["transactional_1000_per_txn"]["messages_per_s"], 3
         ),
         "p99_ms_at_half_load": max(modelbus[n]["half_load_latency"]["p99_ms"] for n in ("1", "2")),
         "two_workers_vs_one": round(two / one, 2),
@@ -542,7 +584,14 @@ def main() -> None:
         "modelbus": modelbus,
         "mlflow_serve": mlflow,
         "raw_broker_passthrough": raw,
-        "ratios": {"reached": reached, "targets": TARGETS, "met": met},
+        "ratios": {
+            "reached": reached,
+            "targets": TARGETS,
+            "met": met,
+            "why_short": {name: WHY_SHORT[name] for name, ok in met.items() if not ok},
+            "note": "modelbus throughput in the mlflow ratios is the paced max sustained rate "
+            "(conservative); the raw ratios compare backlog drain with backlog drain.",
+        },
         "profile": str(profile_path.relative_to(REPO)) if profile_path else None,
         "load_average_1_5_15": {"before": load_before, "after": os.getloadavg()},
     }
