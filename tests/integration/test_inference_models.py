@@ -159,7 +159,7 @@ def test_canary_routing_is_the_same_on_the_stream_and_over_http(
             f"http://127.0.0.1:{port}/v1/models/{model}/predict",
             json={"instances": [{"features": {**rows[0], "age": "old"}}]},
         )
-        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics/").text
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
         docs = httpx.get(f"http://127.0.0.1:{port}/openapi.json").json()
     finally:
         stop_workers([worker])

@@ -6,8 +6,8 @@ import uuid
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
-from prometheus_client import make_asgi_app
+from fastapi import FastAPI, HTTPException, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from modelbus_inference.metrics import Metrics
@@ -61,7 +61,11 @@ def create_app(
         description="Synchronous predictions with the same models and canary routing as the "
         "Kafka stream, plus this worker's Prometheus metrics at /metrics.",
     )
-    app.mount("/metrics", make_asgi_app(registry=metrics.registry))
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics() -> Response:
+        """This worker's Prometheus metrics."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
