@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 import numpy as np
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from benchmarks.codec import passthrough
 from benchmarks.common import RESULTS, write_result
@@ -318,6 +319,7 @@ def modelbus_end_to_end(
             if time.monotonic() > deadline:
                 raise TimeoutError("workers did not load the model in 120 s")
             time.sleep(0.5)
+        _wait_for_members(settings.bootstrap_servers, group, workers)
         warmup = _encoded_requests(codec, model, 5_000, "warm")
         _drain_rate(settings, model, group, warmup, 0)
         log(f"{workers} worker(s) warm; draining a backlog of {backlog}")
@@ -348,6 +350,19 @@ def modelbus_end_to_end(
         "half_load_latency": latency,
         "lighter_load_latency": lighter,
     }
+
+
+def _wait_for_members(bootstrap: str, group: str, workers: int) -> None:
+    """Measure only once every worker holds partitions (no rebalance mid-measurement)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        description = admin.describe_consumer_groups([group])[group].result()
+        holding = [m for m in description.members if m.assignment.topic_partitions]
+        if len(holding) == workers:
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"{workers} workers did not all join {group} in 120 s")
 
 
 def _sustained_rate(
