@@ -21,8 +21,8 @@ from confluent_kafka import Consumer, TopicPartition
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from modelbus.bus import LIFECYCLE_TOPIC, Publisher
+from modelbus.bus.reading import read_topic
 from modelbus.bus.schema_topic import kafka_schema_store
-from modelbus.cli.reading import read_topic
 from modelbus.config import KafkaSettings
 from modelbus.data import generate_credit
 from modelbus.events import GenericRecord, build_codec, contract_path, new_meta

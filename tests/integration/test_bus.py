@@ -12,9 +12,9 @@ import pytest
 
 from modelbus.bus import ConsumerLoop, Dispatcher, Publisher, ensure_topics, topic_specs
 from modelbus.bus.aio import AsyncConsumerLoop, AsyncPublisher
+from modelbus.bus.reading import read_topic
 from modelbus.bus.schema_topic import kafka_schema_store
 from modelbus.bus.topics import TopicSpec, data_topic
-from modelbus.cli.reading import read_topic
 from modelbus.config import KafkaSettings
 from modelbus.events import GenericRecord, SchemaStore, build_codec, example_event, new_meta
 from modelbus.events import types as t

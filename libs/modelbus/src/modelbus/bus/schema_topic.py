@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from modelbus.bus.reading import read_topic
 from modelbus.bus.topics import SCHEMAS_TOPIC
 from modelbus.events import SchemaStore
 from modelbus.events.schemas import Schema, fingerprint_of
@@ -18,40 +17,11 @@ log = structlog.get_logger(__name__)
 
 def read_schema_topic(bootstrap_servers: str, *, timeout_s: float = 10.0) -> list[Schema]:
     """Every schema on the schemas topic whose key matches its content's fingerprint."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap_servers,
-            "group.id": f"modelbus-schema-reader-{uuid.uuid4()}",
-            "enable.auto.commit": False,
-        }
+    schemas = (
+        _verified(envelope.key, envelope.value)
+        for envelope in read_topic(bootstrap_servers, SCHEMAS_TOPIC, timeout_s=timeout_s)
     )
-    schemas: list[Schema] = []
-    try:
-        metadata = consumer.list_topics(SCHEMAS_TOPIC, timeout=timeout_s)
-        partitions = list(metadata.topics[SCHEMAS_TOPIC].partitions)
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(SCHEMAS_TOPIC, p), timeout=timeout_s)[
-                1
-            ]
-            for p in partitions
-        }
-        pending = {p for p, end in ends.items() if end > 0}
-        consumer.assign([TopicPartition(SCHEMAS_TOPIC, p, OFFSET_BEGINNING) for p in pending])
-        while pending:
-            message = consumer.poll(timeout_s)
-            if message is None:
-                raise TimeoutError(f"{SCHEMAS_TOPIC} did not deliver up to its end in {timeout_s}s")
-            if message.error():
-                continue
-            schema = _verified(message.key(), message.value())
-            if schema is not None:
-                schemas.append(schema)
-            partition, offset = message.partition() or 0, message.offset() or 0
-            if offset + 1 >= ends[partition]:
-                pending.discard(partition)
-    finally:
-        consumer.close()
-    return schemas
+    return [schema for schema in schemas if schema is not None]
 
 
 def _verified(key: bytes | None, value: bytes | None) -> Schema | None:

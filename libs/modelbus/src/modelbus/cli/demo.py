@@ -22,10 +22,10 @@ from rich.progress import Progress
 
 from modelbus.audit import audit
 from modelbus.bus import LIFECYCLE_TOPIC, Publisher, data_topic, ensure_topics, topic_specs
+from modelbus.bus.reading import read_topic
 from modelbus.bus.schema_topic import kafka_schema_store
 from modelbus.cli.follow import TopicFollower
 from modelbus.cli.processes import ServiceProcess
-from modelbus.cli.reading import read_topic
 from modelbus.cli.selfcheck import run_selfcheck
 from modelbus.config import KafkaSettings
 from modelbus.events import Codec, GenericRecord, build_codec, new_meta

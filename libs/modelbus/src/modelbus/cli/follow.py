@@ -11,6 +11,7 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from modelbus.bus.envelope import from_confluent
+from modelbus.bus.reading import end_offsets
 from modelbus.events import Codec, CodecError
 
 
@@ -28,19 +29,10 @@ class TopicFollower:
                 "isolation.level": "read_committed",
             }
         )
-        metadata = self.consumer.list_topics(topic, timeout=10)
-        if metadata.topics[topic].error is not None:
-            raise LookupError(f"topic {topic!r} does not exist; run `modelbus topics create`")
         self.consumer.assign(
             [
-                TopicPartition(
-                    topic,
-                    partition,
-                    self.consumer.get_watermark_offsets(
-                        TopicPartition(topic, partition), timeout=10
-                    )[1],
-                )
-                for partition in metadata.topics[topic].partitions
+                TopicPartition(topic, partition, end)
+                for partition, end in end_offsets(self.consumer, topic).items()
             ]
         )
 

@@ -13,9 +13,9 @@ from rich.console import Console
 from rich.table import Table
 
 from modelbus.bus import LIFECYCLE_TOPIC, Publisher, ensure_topics, topic_specs
+from modelbus.bus.reading import read_topic
 from modelbus.bus.schema_topic import kafka_schema_store
 from modelbus.cli.processes import ServiceProcess
-from modelbus.cli.reading import read_topic
 from modelbus.config import KafkaSettings
 from modelbus.events import Codec, CodecError, GenericRecord, build_codec, new_meta
 from modelbus.events import types as t

@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from modelbus.bus import Publisher, ensure_topics
+from modelbus.bus.reading import read_topic
 from modelbus.bus.schema_topic import kafka_schema_store
 from modelbus.bus.topics import TopicSpec
-from modelbus.cli.reading import read_topic
 from modelbus.config import KafkaSettings
 from modelbus.events import build_codec, example_event, new_meta
 from modelbus.events.meta import DATA_PLANE_EVENTS, LIFECYCLE_EVENTS, producer_id
