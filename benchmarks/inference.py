@@ -328,9 +328,14 @@ def modelbus_end_to_end(
         warmup = _encoded_requests(codec, model, 5_000, "warm")
         _drain_rate(settings, model, group, warmup, 0)
         log(f"{workers} worker(s) warm; draining a backlog of {backlog}")
-        burst = _drain_rate(
-            settings, model, group, _encoded_requests(codec, model, backlog, "b"), len(warmup)
-        )
+        # Median of three drains: on 2 shared cores one drain swings with the neighbours.
+        drains, done = [], len(warmup)
+        for attempt in range(3):
+            requests = _encoded_requests(codec, model, backlog, f"b{attempt}-")
+            drains.append(_drain_rate(settings, model, group, requests, done))
+            done += backlog
+        burst = sorted(drains, key=lambda d: d["predictions_per_s"])[1]
+        burst = {**burst, "all_drains_per_s": [d["predictions_per_s"] for d in drains]}
         log(f"{workers} worker(s) drain a backlog at {burst['predictions_per_s']}/s")
         sustained, steps = _sustained_rate(settings, model, codec, burst["predictions_per_s"])
         log(f"{workers} worker(s) keep up with {sustained:.0f}/s")
