@@ -45,6 +45,7 @@ test-unit: ## unit tests only (no broker)
 bench: setup kafka-up ## run the benchmarks; JSON results land in benchmarks/results/
 	$(UV) run --frozen python -m benchmarks.codec
 	$(UV) run --frozen python -m benchmarks.training
+	$(UV) run --frozen python -m benchmarks.inference
 
 demo: setup kafka-up ## the whole loop on generated data, with live progress
 	$(UV) run --frozen modelbus demo

@@ -119,7 +119,13 @@ def passthrough(
     )
     producer_config: dict[str, Any] = {"bootstrap.servers": bootstrap, "linger.ms": 5}
     if transactional:
-        producer_config["transactional.id"] = f"bench-{run}"
+        # As inference does: with the default 100 ms retry backoff, each transaction waits out
+        # the broker's CONCURRENT_TRANSACTIONS answer while the previous markers are written.
+        producer_config |= {
+            "transactional.id": f"bench-{run}",
+            "retry.backoff.ms": 2,
+            "retry.backoff.max.ms": 10,
+        }
     producer = Producer(producer_config)
     if transactional:
         producer.init_transactions()
