@@ -24,15 +24,24 @@ def test_a_consistent_log_audits_clean_and_groups_one_loop_by_correlation() -> N
     assert report.chains[requested.meta.correlation_id] == [requested, first]
 
 
-def test_duplicates_orphans_and_version_gaps_are_reported() -> None:
+def test_a_redelivered_event_is_counted_not_reported() -> None:
     first = _registered(1)
+    report = audit([first, first, _registered(2)])
+    assert report.ok
+    assert report.redeliveries == 1
+    assert report.versions == {"example": [1, 2]}
+
+
+def test_reused_ids_orphans_and_version_gaps_are_reported() -> None:
+    first = _registered(1)
+    impostor = dataclasses.replace(first, version=1, description="other content")
     orphan = dataclasses.replace(
         _registered(3), meta=dataclasses.replace(new_meta("x"), causation_id="nowhere")
     )
-    report = audit([first, first, orphan])
+    report = audit([first, impostor, orphan])
     assert not report.ok
     assert report.problems == [
-        f"duplicate event_id {first.meta.event_id} (ModelRegistered)",
+        f"event_id {first.meta.event_id} reused by a different ModelRegistered",
         f"ModelRegistered {orphan.meta.event_id} names cause nowhere, "
         "which is not earlier in the log",
         "example: versions registered out of order [1, 1, 3]",

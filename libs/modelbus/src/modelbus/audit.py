@@ -14,6 +14,7 @@ class AuditReport:
     """What the log says happened, and every inconsistency found in it."""
 
     events: list[Any] = field(default_factory=list)
+    redeliveries: int = 0
     chains: dict[str, list[Any]] = field(default_factory=dict)
     versions: dict[str, list[int]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
@@ -25,20 +26,29 @@ class AuditReport:
 
 
 def audit(events: list[Any]) -> AuditReport:
-    """Check ids are unique, causes precede effects, and versions count up from 1 per model."""
+    """Check ids are unique, causes precede effects, and versions count up from 1 per model.
+
+    Delivery is at least once: an event written again unchanged (a redelivered answer) is
+    counted, not a problem; the same id with other content is.
+    """
     report = AuditReport(events=events)
-    seen: set[str] = set()
+    seen: dict[str, Any] = {}
     chains: dict[str, list[Any]] = defaultdict(list)
     for event in events:
         meta = event.meta
         if meta.event_id in seen:
-            report.problems.append(f"duplicate event_id {meta.event_id} ({type(event).__name__})")
+            if seen[meta.event_id] == event:
+                report.redeliveries += 1
+                continue
+            report.problems.append(
+                f"event_id {meta.event_id} reused by a different {type(event).__name__}"
+            )
         if meta.causation_id is not None and meta.causation_id not in seen:
             report.problems.append(
                 f"{type(event).__name__} {meta.event_id} names cause {meta.causation_id}, "
                 "which is not earlier in the log"
             )
-        seen.add(meta.event_id)
+        seen[meta.event_id] = event
         chains[meta.correlation_id].append(event)
         if isinstance(event, t.ModelRegistered):
             report.versions.setdefault(event.model, []).append(event.version)

@@ -129,7 +129,10 @@ def audit_command(
     for model_name, versions in report.versions.items():
         console.print(f"{model_name}: versions {versions}")
     if report.ok:
-        console.print(f"[green]{len(events)} events, log consistent[/green]")
+        console.print(
+            f"[green]{len(events)} events ({report.redeliveries} redelivered), "
+            "log consistent[/green]"
+        )
         return
     for problem in report.problems:
         console.print(f"[red]{problem}[/red]")
