@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import Consumer
 
 from modelbus.bus import LIFECYCLE_TOPIC, Dispatcher, EventPublisher
-from modelbus.bus.envelope import Envelope
+from modelbus.bus.envelope import from_confluent
+from modelbus.bus.reading import replay as replay_topic
 from modelbus.events import Codec, CodecError, GenericRecord
 from modelbus_inference.handlers import replay
 from modelbus_inference.serving import ModelManager
@@ -45,48 +45,15 @@ class LifecycleFollower:
 
     def replay(self, timeout_s: float) -> int:
         """Fold the whole history up to today's end, then load and serve; returns events read."""
-        metadata = self.consumer.list_topics(LIFECYCLE_TOPIC, timeout=timeout_s)
-        topic = metadata.topics.get(LIFECYCLE_TOPIC)
-        if topic is None or topic.error is not None:
-            raise RuntimeError(f"{LIFECYCLE_TOPIC} does not exist; create the topics first")
-        ends = {}
-        for partition in topic.partitions:
-            _, high = self.consumer.get_watermark_offsets(
-                TopicPartition(LIFECYCLE_TOPIC, partition), timeout=timeout_s
-            )
-            ends[partition] = high
-        self.consumer.assign(
-            [TopicPartition(LIFECYCLE_TOPIC, p, OFFSET_BEGINNING) for p in topic.partitions]
-        )
-        pending = {p for p, end in ends.items() if end > 0}
-        deadline = time.monotonic() + timeout_s
         read = 0
-        idle_since = time.monotonic()
-        while pending:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"replaying {LIFECYCLE_TOPIC} took over {timeout_s}s")
-            message = self.consumer.poll(0.2)
-            if message is None or message.error():
-                # Transaction markers take offsets but are never delivered: trust the position,
-                # and an idle second, to say the end is reached.
-                positions = self.consumer.position(
-                    [TopicPartition(LIFECYCLE_TOPIC, p) for p in pending]
-                )
-                pending -= {tp.partition for tp in positions if tp.offset >= ends[tp.partition]}
-                if time.monotonic() - idle_since > 1.0:
-                    pending.clear()
-                continue
-            idle_since = time.monotonic()
+        for envelope in replay_topic(self.consumer, LIFECYCLE_TOPIC, timeout_s=timeout_s):
             read += 1
             try:
-                event = self.codec.decode(message.value() or b"", where="lifecycle replay")
+                event = self.codec.decode(envelope.value or b"", where=envelope.where)
                 if not isinstance(event, GenericRecord):
                     replay(event, self.models)
             except (CodecError, ValueError) as error:
                 log.warning("skipping an unreadable lifecycle event", error=str(error))
-            partition, offset = int(message.partition() or 0), int(message.offset() or 0)
-            if offset + 1 >= ends[partition]:
-                pending.discard(partition)
         self._publish(self.models.reconcile())
         return read
 
@@ -103,15 +70,7 @@ class LifecycleFollower:
                 message = self.consumer.poll(0.2)
                 if message is None or message.error():
                     continue
-                outcome = self.dispatcher.dispatch(
-                    Envelope(
-                        topic=message.topic() or LIFECYCLE_TOPIC,
-                        value=message.value(),
-                        key=message.key(),
-                        partition=int(message.partition() or 0),
-                        offset=int(message.offset() or 0),
-                    )
-                )
+                outcome = self.dispatcher.dispatch(from_confluent(message))
                 if outcome.dead_letter is not None:
                     log.warning("lifecycle event not handled", reason=outcome.dead_letter.reason)
                 self._publish(outcome.events)
