@@ -271,7 +271,12 @@ def test_the_registry_keeps_versions_and_aliases_in_postgresql(
 
     def register(event: t.ModelTrained) -> list[Any]:
         return register_trained_model(
-            event, registry.store, registry.vault, registry.mirror, registry.producer
+            event,
+            registry.store,
+            registry.vault,
+            registry.mirror,
+            registry.producer,
+            registry.answers_in_log,
         )
 
     events = []

@@ -85,6 +85,9 @@ def loop(kafka_settings: KafkaSettings, tmp_path_factory: pytest.TempPathFactory
         "MODELBUS_TRAINER_RUN_DIR": str(root / "trainer"),
         "MODELBUS_TRAINER_MLFLOW_ARTIFACT_ROOT": str(root / "mlartifacts"),
         "MODELBUS_TRAINER_REFERENCE_ROWS": "1500",
+        # Reference data only: labelled credit traffic left on a shared broker must not change
+        # the snapshot this test checks row for row.
+        "MODELBUS_TRAINER_PRODUCTION_ROWS": "0",
         "MODELBUS_TRAINER_EPOCHS": "2",
         "MODELBUS_TRAINER_HIDDEN": "[16]",
         "MODELBUS_TRAINER_REPO_DIR": str(REPO),

@@ -65,7 +65,12 @@ def registry(tmp_path: Path, mirror: FakeMirror) -> Registry:
 
 def register(registry: Registry, event: t.ModelTrained) -> list[Any]:
     return register_trained_model(
-        event, registry.store, registry.vault, registry.mirror, registry.producer
+        event,
+        registry.store,
+        registry.vault,
+        registry.mirror,
+        registry.producer,
+        registry.answers_in_log,
     )
 
 
@@ -123,6 +128,42 @@ def test_two_trainings_become_versions_1_and_2_with_lineage_and_causality(
     assert hashlib.sha256((kept / "manifest.json").read_bytes()).hexdigest() == (
         second.artifact_sha256
     )
+
+
+def test_a_database_rebuilt_from_the_log_adopts_the_versions_the_log_announced(
+    tmp_path: Path, mirror: FakeMirror
+) -> None:
+    first_dir, second_dir = tmp_path / "a", tmp_path / "b"
+    first = model_trained("credit", str(first_dir), make_package(first_dir, "credit", seed=1))
+    second = model_trained("credit", str(second_dir), make_package(second_dir, "credit", seed=2))
+    original = bootstrap(
+        Settings(
+            db_url=f"sqlite:///{tmp_path / 'lost.db'}",
+            packages_dir=tmp_path / "packages-lost",
+            api_token=TOKEN,
+        ),
+        mirror=FakeMirror(),
+    )
+    [one], [two] = register(original, first), register(original, second)
+
+    rebuilt = bootstrap(
+        Settings(
+            db_url=f"sqlite:///{tmp_path / 'rebuilt.db'}",
+            packages_dir=tmp_path / "packages",
+            api_token=TOKEN,
+        ),
+        mirror=mirror,
+    )
+    rebuilt.answers_in_log.update({first.meta.event_id: one, second.meta.event_id: two})
+
+    assert register(rebuilt, first) == []  # already announced on the log: nothing new
+    assert register(rebuilt, second) == []
+    assert register(rebuilt, second) == [two]  # a later redelivery repeats the log's answer
+    versions = rebuilt.store.versions("credit")
+    assert [(v.version, v.parent_version, v.registered_event_id) for v in versions] == [
+        (1, None, one.meta.event_id),
+        (2, 1, two.meta.event_id),
+    ]
 
 
 def test_the_trainers_parent_claim_wins_when_that_version_exists(

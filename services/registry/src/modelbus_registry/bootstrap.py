@@ -15,8 +15,10 @@ from fastapi import FastAPI
 from modelbus.bus import LIFECYCLE_TOPIC, Dispatcher, ensure_topics, topic_specs
 from modelbus.bus.aio import AsyncConsumerLoop, AsyncPublisher
 from modelbus.bus.dispatch import Handler
+from modelbus.bus.reading import read_topic
 from modelbus.bus.schema_topic import kafka_schema_store
-from modelbus.events import build_codec
+from modelbus.events import Codec, CodecError, build_codec
+from modelbus.events import types as t
 from modelbus.events.meta import producer_id
 from modelbus.service import inject
 from modelbus_registry.api import create_app
@@ -40,6 +42,7 @@ class Registry:
     mirror: Mirror
     producer: str
     handlers: dict[type, list[Handler]]
+    answers_in_log: dict[str, t.ModelRegistered]
 
     def app(self, publisher: Any, lifespan: Any = None) -> FastAPI:
         """The REST API over this registry, publishing requests through ``publisher``."""
@@ -64,10 +67,31 @@ def bootstrap(settings: Settings, *, mirror: Mirror | None = None) -> Registry:
     store = RegistryStore(make_engine(settings.db_url))
     vault = PackageVault(settings.packages_dir, mlflow_tracking_uri=settings.mlflow_tracking_uri)
     producer = producer_id("registry")
+    answers_in_log: dict[str, t.ModelRegistered] = {}
     handlers = inject(
-        EVENT_HANDLERS, {"store": store, "vault": vault, "mirror": mirror, "producer": producer}
+        EVENT_HANDLERS,
+        {
+            "store": store,
+            "vault": vault,
+            "mirror": mirror,
+            "producer": producer,
+            "answers_in_log": answers_in_log,
+        },
     )
-    return Registry(settings, store, vault, mirror, producer, handlers)
+    return Registry(settings, store, vault, mirror, producer, handlers, answers_in_log)
+
+
+def registrations_in_log(bootstrap_servers: str, codec: Codec) -> dict[str, t.ModelRegistered]:
+    """Every ModelRegistered on the lifecycle log, by the ModelTrained event id it answered."""
+    answers: dict[str, t.ModelRegistered] = {}
+    for envelope in read_topic(bootstrap_servers, LIFECYCLE_TOPIC):
+        try:
+            event = codec.decode(envelope.value or b"", where=envelope.where)
+        except CodecError:
+            continue
+        if isinstance(event, t.ModelRegistered) and event.meta.causation_id is not None:
+            answers.setdefault(event.meta.causation_id, event)
+    return answers
 
 
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -85,6 +109,10 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         ),
     )
     codec = build_codec(kafka_schema_store(kafka.bootstrap_servers), models=tuple(kafka.models))
+    # A database rebuilt from the log adopts the versions the log already announced.
+    registry.answers_in_log.update(
+        await asyncio.to_thread(registrations_in_log, kafka.bootstrap_servers, codec)
+    )
     publisher = AsyncPublisher(kafka, codec, client_id=registry.producer)
     consumer = AsyncConsumerLoop(
         kafka,

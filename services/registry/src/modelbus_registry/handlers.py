@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -30,12 +30,20 @@ AliasEvent = t.TrafficShifted | t.ModelPromoted | t.ModelRolledBack
 
 
 def register_trained_model(
-    event: t.ModelTrained, store: RegistryStore, vault: PackageVault, mirror: Mirror, producer: str
+    event: t.ModelTrained,
+    store: RegistryStore,
+    vault: PackageVault,
+    mirror: Mirror,
+    producer: str,
+    answers_in_log: Mapping[str, t.ModelRegistered],
 ) -> list[Any]:
     """ModelTrained -> a new version and ModelRegistered, or RegistrationFailed with the reason.
 
     A redelivered ModelTrained answers with the very event it got the first time (same
     event id), so an outcome lost to a crash is published again and nothing is duplicated.
+    A registry rebuilding its database from the log adopts the answer the log already holds
+    (``answers_in_log``: ModelRegistered by the ModelTrained event id it answered) instead of
+    announcing the version a second time.
     """
     done = store.version_for_trained_event(event.meta.event_id)
     if done is not None:
@@ -54,9 +62,12 @@ def register_trained_model(
     except ArtifactRejected as error:
         log.warning("registration refused", model=event.model, reason=str(error))
         return [failed_event(_record_failure(event, str(error), store, producer))]
-    meta = new_meta(producer, cause=event)
+    logged = answers_in_log.get(event.meta.event_id)
+    meta = logged.meta if logged is not None else new_meta(producer, cause=event)
 
     def build(version: int, existing: set[int], champion: int | None) -> ModelVersion:
+        if logged is not None:
+            version = logged.version
         return ModelVersion(
             model=event.model,
             version=version,
@@ -72,7 +83,9 @@ def register_trained_model(
             code=event.code.to_avro(),
             environment=event.environment.to_avro(),
             manifest=package.manifest,
-            parent_version=parent_of(
+            parent_version=logged.parent_version
+            if logged is not None
+            else parent_of(
                 event.parent_version, existing, champion, max(existing) if existing else None
             ),
             trained_event_id=event.meta.event_id,
@@ -90,9 +103,9 @@ def register_trained_model(
         if row_or_none is None:
             raise
         row = row_or_none
-    log.info("registered", model=row.model, version=row.version, run_id=row.run_id)
+    log.info("registered", model=row.model, version=row.version, adopted=logged is not None)
     mirror_version(row, store, mirror)
-    return [registered_event(row)]
+    return [] if logged is not None else [registered_event(row)]
 
 
 def follow_aliases(event: AliasEvent, store: RegistryStore, mirror: Mirror) -> list[Any]:
