@@ -92,7 +92,7 @@ def register_trained_model(
             correlation_id=meta.correlation_id,
             registered_event_id=meta.event_id,
             registered_at=meta.occurred_at,
-            producer=producer,
+            producer=meta.producer,
         )
 
     try:
