@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import statistics
 import tempfile
 import time
@@ -23,7 +22,7 @@ from typing import Any
 
 from benchmarks.common import write_result
 from modelbus.data import generate_credit, write_reference
-from modelbus.events import contract_path, new_meta
+from modelbus.events import load_contract, new_meta
 from modelbus.events import types as t
 from modelbus_trainer.bootstrap import JobPlanner, train_params
 from modelbus_trainer.config import Settings
@@ -64,7 +63,7 @@ def main() -> None:
     started = time.perf_counter()
     rows, labels = generate_credit(args.rows, seed=args.seed)
     generation_s = time.perf_counter() - started
-    contract = json.loads(contract_path("credit").read_text())
+    contract = load_contract("credit")
     settings = Settings()
     params = train_params(settings)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -25,7 +24,7 @@ from modelbus.bus.reading import read_topic
 from modelbus.bus.schema_topic import kafka_schema_store
 from modelbus.config import KafkaSettings
 from modelbus.data import generate_credit
-from modelbus.events import GenericRecord, build_codec, contract_path, new_meta
+from modelbus.events import GenericRecord, build_codec, load_contract, new_meta
 from modelbus.events import types as t
 from modelbus.events.schemas import fingerprint_of
 from modelbus.packaging import (
@@ -41,7 +40,7 @@ TOKEN = "registry-test-token-0123456789"
 
 def credit_contract() -> dict[str, Any]:
     """The credit data contract."""
-    return json.loads(contract_path("credit").read_text())
+    return load_contract("credit")
 
 
 def make_package(directory: Path, model: str, *, seed: int = 7) -> str:

@@ -6,7 +6,6 @@ and lifecycle events go through the real broker.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from modelbus.bus import LIFECYCLE_TOPIC, Publisher, ensure_topics, topic_specs
 from modelbus.bus.topics import data_topic
 from modelbus.config import KafkaSettings
-from modelbus.events import Codec, build_codec, contract_path, new_meta
+from modelbus.events import Codec, build_codec, load_contract, new_meta
 from modelbus.events import types as t
 from modelbus.events.meta import now_utc
 
@@ -33,7 +32,7 @@ TYPED_REQUEST = "modelbus.models.credit.PredictionRequest"
 
 def credit_contract() -> dict[str, Any]:
     """The credit data contract."""
-    return json.loads(contract_path(CONTRACT).read_text())
+    return load_contract(CONTRACT)
 
 
 def credit_rows(n_rows: int, *, seed: int = 7) -> tuple[list[dict], list[int]]:

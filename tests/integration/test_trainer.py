@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import threading
 import uuid
@@ -16,7 +15,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_f
 
 from modelbus.bus import LIFECYCLE_TOPIC, Publisher, data_topic, kafka_schema_store
 from modelbus.data import file_sha256, generate_credit
-from modelbus.events import build_codec, contract_path, new_meta
+from modelbus.events import build_codec, load_contract, new_meta
 from modelbus.events import types as t
 from modelbus.events.meta import now_utc
 from modelbus.events.schemas import fingerprint_of
@@ -185,7 +184,7 @@ def test_a_training_request_yields_started_then_trained_with_full_lineage(traine
     manifest = verify_package(trained.artifact_uri, expected_sha256=trained.artifact_sha256)
     assert manifest.lineage == lineage
     assert manifest.code == trained.code
-    contract = json.loads(contract_path("credit").read_text())
+    contract = load_contract("credit")
     assert trained.contract_fingerprint == manifest.contract_fingerprint
     assert trained.contract_fingerprint == fingerprint_of(contract).hex()
     assert trained.environment == capture_environment()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import random
 from datetime import UTC, datetime
@@ -12,7 +11,7 @@ from io import BytesIO
 import pytest
 from fastavro import schemaless_reader
 
-from modelbus.events import build_codec, contract_path, new_meta
+from modelbus.events import build_codec, load_contract, new_meta
 from modelbus.events.codec import HEADER_BYTES
 from modelbus_inference.avro_reader import Unsupported, compile_reader
 from modelbus_inference.validation import Rejected, RequestDecoder
@@ -70,7 +69,7 @@ def test_maps_are_left_to_fastavro() -> None:
 def test_corrupted_bodies_are_rejected_never_crash() -> None:
     codec = build_codec(models=("credit",))
     known = codec.store.reader(TYPED)
-    contract = json.loads(contract_path("credit").read_text())
+    contract = load_contract("credit")
     decoder = RequestDecoder(codec, known, contract, model="credit", max_request_bytes=4096)
     good = codec.encode_record(_request("r", loan=1.0), known)
     assert decoder.decode(good)["sent_at_s"] == pytest.approx(1795680000.123)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
 import numpy as np
 import pytest
 
-from modelbus.events import build_codec, contract_path, new_meta
+from modelbus.events import build_codec, load_contract, new_meta
 from modelbus.events import types as t
 from modelbus.events.meta import now_utc
 from modelbus_inference.config import Settings
@@ -92,7 +91,7 @@ def codec():  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def contract() -> dict[str, Any]:
-    return json.loads(contract_path("credit").read_text())
+    return load_contract("credit")
 
 
 def request_bytes(codec, request_id: str, features: dict, model: str = MODEL) -> bytes:  # type: ignore[no-untyped-def]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from modelbus.data import generate_credit
-from modelbus.events import contract_path
+from modelbus.events import load_contract
 from modelbus.events.schemas import fingerprint_of
 from modelbus.packaging import (
     PackageError,
@@ -31,7 +31,7 @@ from modelbus.packaging.environment import EnvironmentMismatch
 
 
 def credit_contract() -> dict:
-    return json.loads(contract_path("credit").read_text())
+    return load_contract("credit")
 
 
 def make_package(

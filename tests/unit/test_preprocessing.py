@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -10,7 +9,7 @@ import pandas as pd
 import pytest
 
 from modelbus.data import generate_credit
-from modelbus.events import contract_path
+from modelbus.events import load_contract
 from modelbus.packaging import ContractMismatch, Preprocessor, load_package
 from modelbus.packaging.mlflow_loader import PackagePyfunc
 
@@ -26,7 +25,7 @@ TINY_CONTRACT = {
 
 
 def credit_contract() -> dict:
-    return json.loads(contract_path("credit").read_text())
+    return load_contract("credit")
 
 
 def test_fit_learns_exact_params_and_transform_applies_them() -> None:

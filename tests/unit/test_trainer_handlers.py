@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 
 from modelbus.data import file_sha256, generate_credit, write_reference
-from modelbus.events import contract_path
+from modelbus.events import contract_path, load_contract
 from modelbus.events import types as t
 from modelbus.events.types import CodeVersion, DataSource
 from modelbus.packaging import capture_environment, weights_sha256, write_package
@@ -247,7 +246,7 @@ def test_jobs_interrupted_by_a_restart_are_reported_failed(state) -> None:
 
 
 def credit_contract() -> dict:
-    return json.loads(contract_path("credit").read_text())
+    return load_contract("credit")
 
 
 def file_slice(rows, labels, uri="/ref.jsonl") -> Slice:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import json
 import threading
 from dataclasses import dataclass
 from functools import partial
@@ -12,7 +11,7 @@ import structlog
 import uvicorn
 
 from modelbus.bus import Dispatcher, Publisher, kafka_schema_store
-from modelbus.events import build_codec, contract_path
+from modelbus.events import build_codec, load_contract
 from modelbus.events.meta import producer_id
 from modelbus.service import inject
 from modelbus_inference.api import create_app
@@ -72,7 +71,7 @@ class Worker:
 def bootstrap(settings: Settings) -> Worker:
     """Build a worker from settings."""
     kafka = settings.kafka
-    contract = json.loads(contract_path(settings.contract_name).read_text())
+    contract = load_contract(settings.contract_name)
     codec = build_codec(
         kafka_schema_store(kafka.bootstrap_servers), models=(settings.contract_name,)
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 import traceback
@@ -11,7 +10,8 @@ from dataclasses import dataclass, field
 import structlog
 
 from modelbus.bus import kafka_schema_store
-from modelbus.events import build_codec, contract_path
+from modelbus.events import build_codec
+from modelbus.events import load_contract as events_load_contract
 from modelbus.events.schemas import fingerprint_of
 from modelbus.events.types import CodeVersion, DataLineage, Environment
 from modelbus.packaging import (
@@ -76,12 +76,10 @@ class JobOutcome:
 
 def load_contract(model: str) -> dict:
     """The model's data contract, or a 'validate' TrainingError saying where it should be."""
-    path = contract_path(model)
-    if not path.is_file():
-        raise TrainingError(
-            "validate", f"model {model!r} has no data contract: expected {path}; add it first"
-        )
-    return json.loads(path.read_text())
+    try:
+        return events_load_contract(model)
+    except FileNotFoundError as error:
+        raise TrainingError("validate", f"{error}; add it first") from error
 
 
 def build_snapshot(spec: JobSpec, contract: dict) -> Snapshot:

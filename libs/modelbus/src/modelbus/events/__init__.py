@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ __all__ = [
     "contract_path",
     "event_schemas",
     "example_event",
+    "load_contract",
     "new_meta",
     "register_contract",
 ]
@@ -54,6 +56,15 @@ def _event_schemas() -> dict[str, dict]:
 def contract_path(model: str, schema_dir: Path | None = None) -> Path:
     """Where a model's data contract lives."""
     return (schema_dir or find_schema_dir()) / "models" / f"{model}.avsc"
+
+
+def load_contract(model: str, schema_dir: Path | None = None) -> dict[str, Any]:
+    """A model's data contract (its typed feature record), as JSON data."""
+    path = contract_path(model, schema_dir)
+    if not path.is_file():
+        raise FileNotFoundError(f"model {model!r} has no data contract: expected {path}")
+    contract: dict[str, Any] = json.loads(path.read_text())
+    return contract
 
 
 def register_contract(store: SchemaStore, contract: dict) -> KnownSchema:
@@ -77,11 +88,9 @@ def example_event(cls: type) -> Any:
 
 def build_codec(store: SchemaStore | None = None, *, models: tuple[str, ...] = ()) -> Codec:
     """A codec that knows every event schema and the data contracts of ``models``."""
-    import json
-
     store = store or SchemaStore()
     for schema in _event_schemas().values():
         store.add(schema)
     for model in models:
-        register_contract(store, json.loads(contract_path(model).read_text()))
+        register_contract(store, load_contract(model))
     return Codec(store, CLASSES)
