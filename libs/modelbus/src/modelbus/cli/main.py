@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -218,6 +219,54 @@ def promote(
             reason=reason,
         )
     )
+
+
+@app.command("predict")
+def predict(
+    model: Annotated[str, typer.Argument(help="Model to ask, e.g. credit.")],
+    features: Annotated[
+        str, typer.Argument(help='Features as JSON, e.g. \'{"salary": 61250.0, "age": 42, ...}\'.')
+    ],
+    timeout_s: Annotated[float, typer.Option(help="How long to wait for the result.")] = 30.0,
+) -> None:
+    """Send one PredictionRequest through the bus and print its PredictionResult."""
+    from modelbus.bus import data_topic
+    from modelbus.cli.follow import TopicFollower
+    from modelbus.events import EncodeError
+    from modelbus.events.meta import now_utc
+
+    try:
+        row = json.loads(features)
+    except json.JSONDecodeError as error:
+        raise typer.BadParameter(f"features are not JSON: {error}") from error
+    settings = _settings()
+    codec = _codec(settings)
+    request = t.PredictionRequest(
+        meta=new_meta(producer_id("cli")),
+        request_id=f"cli-{uuid.uuid4()}",
+        model=model,
+        sent_at=now_utc(),
+        features=row,
+    )
+    follower = TopicFollower(settings.bootstrap_servers, data_topic(model, "predictions"), codec)
+    publisher = Publisher(settings, codec, client_id="modelbus-cli")
+    try:
+        publisher.publish(request, schema_name=f"modelbus.models.{model}.PredictionRequest")
+    except EncodeError as error:
+        raise typer.BadParameter(f"features break the {model} data contract: {error}") from error
+    publisher.flush()
+    try:
+        result = follower.wait_for(
+            lambda e: isinstance(e, t.PredictionResult) and e.request_id == request.request_id,
+            timeout_s=timeout_s,
+            what=f"PredictionResult for {request.request_id} (is inference running?)",
+        )
+    except TimeoutError as error:
+        console.print(f"[red]{error}; bad requests land in {data_topic(model, 'dlq')}[/red]")
+        raise typer.Exit(1) from error
+    finally:
+        follower.close()
+    console.print(describe(result))
 
 
 def _service_processes() -> list[ServiceProcess]:
