@@ -3,11 +3,16 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 KAFKA_PORT ?= 19092
+# The tests get a broker of their own (another port and data directory), so `make test`
+# never reads or writes the lifecycle log of `make demo`/`make up`.
+TEST_KAFKA_PORT ?= 19192
+TEST_RUN_DIR ?= $(CURDIR)/.run/test
+TEST_KAFKA := KAFKA_PORT=$(TEST_KAFKA_PORT) MODELBUS_RUN_DIR=$(TEST_RUN_DIR) infra/kafka/kafka.sh
 export MODELBUS_BOOTSTRAP_SERVERS ?= 127.0.0.1:$(KAFKA_PORT)
 UV ?= uv
 PYTEST := $(UV) run --frozen pytest
 
-.PHONY: help setup kafka-up kafka-down lint fmt codegen test test-unit test-integration test-e2e bench demo up down status
+.PHONY: help setup kafka-up kafka-down test-kafka-up test-kafka-down lint fmt codegen test test-unit test-integration test-e2e bench demo up down status
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -36,16 +41,24 @@ fmt: ## format the code
 codegen: ## regenerate the typed event classes from schemas/
 	$(UV) run --frozen python -m modelbus.events.codegen
 
-test: setup kafka-up ## unit + integration + e2e tests against the real broker
-	$(PYTEST) tests/unit tests/integration tests/e2e
+test: setup test-kafka-up ## unit + integration + e2e tests against the tests' own broker
+	MODELBUS_BOOTSTRAP_SERVERS=127.0.0.1:$(TEST_KAFKA_PORT) $(PYTEST) tests/unit tests/integration tests/e2e
+
+test-kafka-up: ## start the tests' own broker (port TEST_KAFKA_PORT, data under .run/test)
+	$(TEST_KAFKA) up
+
+test-kafka-down: ## stop the tests' broker
+	$(TEST_KAFKA) down
 
 test-unit: ## unit tests only (no broker)
 	$(PYTEST) tests/unit
 
-bench: setup kafka-up ## run the benchmarks; JSON results land in benchmarks/results/
-	$(UV) run --frozen python -m benchmarks.codec
-	$(UV) run --frozen python -m benchmarks.training
-	$(UV) run --frozen python -m benchmarks.inference
+BENCH := MODELBUS_BOOTSTRAP_SERVERS=127.0.0.1:$(TEST_KAFKA_PORT) $(UV) run --frozen python -m
+
+bench: setup test-kafka-up ## run the benchmarks (on the tests' broker); JSON results in benchmarks/results/
+	$(BENCH) benchmarks.codec
+	$(BENCH) benchmarks.training
+	$(BENCH) benchmarks.inference
 
 demo: setup kafka-up ## the whole loop on generated data, with live progress
 	$(UV) run --frozen modelbus demo

@@ -30,7 +30,7 @@ Do not edit by hand: change the .avsc and regenerate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar'''
 
@@ -105,6 +105,9 @@ def _field_default(spec: dict[str, Any]) -> str:
     if "default" not in spec:
         return ""
     default = spec["default"]
+    if isinstance(default, list | dict):
+        # A dataclass cannot share one mutable default between instances.
+        return f" = field(default_factory={type(default).__name__})"
     return f" = {_literal(default)}"
 
 

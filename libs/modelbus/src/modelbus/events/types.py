@@ -6,7 +6,7 @@ Do not edit by hand: change the .avsc and regenerate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -33,6 +33,14 @@ class CanaryEvaluated:
     """Guardrails checked and what they found."""
     metrics: dict[str, float]
     """Candidate and champion figures that were compared."""
+    rollout_id: str = ""
+    """event_id of the RolloutStarted this judgement belongs to."""
+    step_index: int = 0
+    """Index of the judged step in the policy's steps_pct."""
+    guardrails: list[GuardrailResult] = field(default_factory=list)
+    """Every guardrail with candidate and champion figures, bound and verdict."""
+    health_through: datetime | None = None
+    """window_end of the newest ModelHealth window the judgement used."""
 
     def to_avro(self) -> dict[str, Any]:
         return {
@@ -44,6 +52,10 @@ class CanaryEvaluated:
             "verdict": self.verdict,
             "reasons": self.reasons,
             "metrics": self.metrics,
+            "rollout_id": self.rollout_id,
+            "step_index": self.step_index,
+            "guardrails": [item.to_avro() for item in self.guardrails],
+            "health_through": self.health_through,
         }
 
     @classmethod
@@ -57,6 +69,10 @@ class CanaryEvaluated:
             verdict=record["verdict"],
             reasons=record["reasons"],
             metrics=record["metrics"],
+            rollout_id=record.get("rollout_id", ""),
+            step_index=record.get("step_index", 0),
+            guardrails=[GuardrailResult.from_avro(item) for item in record["guardrails"]],
+            health_through=record.get("health_through"),
         )
 
 
@@ -232,6 +248,14 @@ class DriftDetected:
     """'covariate' (inputs), 'prediction' (outputs) or 'concept' (errors)."""
     evidence: list[DriftEvidence]
     """What each detector that fired saw."""
+    variant: str = "champion"
+    """Variant whose traffic drifted."""
+    onset_at: datetime | None = None
+    """Where the new regime starts: the event time of the first observation after the estimated change point."""
+    onset_offsets: list[PartitionOffset] = field(default_factory=list)
+    """Per partition of the model's requests topic, the first request offset at or after the onset; a retraining reads labelled traffic from here."""
+    episode_id: str = ""
+    """Stable id of the drift episode (model, version, kind, onset); one DriftDetected per episode."""
 
     def to_avro(self) -> dict[str, Any]:
         return {
@@ -240,6 +264,10 @@ class DriftDetected:
             "version": self.version,
             "kind": self.kind,
             "evidence": [item.to_avro() for item in self.evidence],
+            "variant": self.variant,
+            "onset_at": self.onset_at,
+            "onset_offsets": [item.to_avro() for item in self.onset_offsets],
+            "episode_id": self.episode_id,
         }
 
     @classmethod
@@ -250,6 +278,10 @@ class DriftDetected:
             version=record.get("version"),
             kind=record["kind"],
             evidence=[DriftEvidence.from_avro(item) for item in record["evidence"]],
+            variant=record.get("variant", "champion"),
+            onset_at=record.get("onset_at"),
+            onset_offsets=[PartitionOffset.from_avro(item) for item in record["onset_offsets"]],
+            episode_id=record.get("episode_id", ""),
         )
 
 
@@ -273,6 +305,12 @@ class DriftEvidence:
     """Last observation of the window that drifted."""
     sample_size: int
     """Observations in the window."""
+    p_value: float | None = None
+    """p-value of the evidence test (after multiple-testing correction), when it has one."""
+    effect_size: float | None = None
+    """Effect size: KS statistic, PSI, or change of the error rate."""
+    kind: str = ""
+    """'covariate', 'prediction' or 'concept'."""
 
     def to_avro(self) -> dict[str, Any]:
         return {
@@ -283,6 +321,9 @@ class DriftEvidence:
             "window_start": self.window_start,
             "window_end": self.window_end,
             "sample_size": self.sample_size,
+            "p_value": self.p_value,
+            "effect_size": self.effect_size,
+            "kind": self.kind,
         }
 
     @classmethod
@@ -295,6 +336,9 @@ class DriftEvidence:
             window_start=record["window_start"],
             window_end=record["window_end"],
             sample_size=record["sample_size"],
+            p_value=record.get("p_value"),
+            effect_size=record.get("effect_size"),
+            kind=record.get("kind", ""),
         )
 
 
@@ -406,6 +450,63 @@ class Feedback:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GuardrailResult:
+    """One guardrail of a canary judgement: the figures compared and the verdict, enough to redo it by hand."""
+
+    SCHEMA_NAME: ClassVar[str] = "modelbus.events.GuardrailResult"
+
+    name: str
+    """Guardrail, e.g. 'error_rate', 'latency_p99', 'accuracy', 'log_loss', 'score_shift'."""
+    verdict: str
+    """'pass', 'fail' or 'wait' (inconclusive: too few samples on an arm)."""
+    candidate: float | None = None
+    """Candidate's figure over the accumulated windows; null without samples."""
+    champion: float | None = None
+    """Champion's figure over the same windows; null without samples."""
+    candidate_samples: int = 0
+    """Observations behind the candidate's figure."""
+    champion_samples: int = 0
+    """Observations behind the champion's figure."""
+    bound: float | None = None
+    """Confidence bound on candidate minus champion (upper bound for 'lower is better' metrics), when the test has one."""
+    p_value: float | None = None
+    """p-value of the test, when it has one."""
+    threshold: float | None = None
+    """Largest allowed degradation (or absolute ceiling) the bound is compared with."""
+    detail: str = ""
+    """The comparison in words."""
+
+    def to_avro(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "verdict": self.verdict,
+            "candidate": self.candidate,
+            "champion": self.champion,
+            "candidate_samples": self.candidate_samples,
+            "champion_samples": self.champion_samples,
+            "bound": self.bound,
+            "p_value": self.p_value,
+            "threshold": self.threshold,
+            "detail": self.detail,
+        }
+
+    @classmethod
+    def from_avro(cls, record: dict[str, Any]) -> GuardrailResult:
+        return cls(
+            name=record["name"],
+            verdict=record["verdict"],
+            candidate=record.get("candidate"),
+            champion=record.get("champion"),
+            candidate_samples=record.get("candidate_samples", 0),
+            champion_samples=record.get("champion_samples", 0),
+            bound=record.get("bound"),
+            p_value=record.get("p_value"),
+            threshold=record.get("threshold"),
+            detail=record.get("detail", ""),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ModelHealth:
     """One window of a model version's serving health."""
 
@@ -439,6 +540,20 @@ class ModelHealth:
     """Requests with Feedback in the window."""
     drift_alarms: int = 0
     """Detectors that fired in the window."""
+    dead_letters: int = 0
+    """Requests of this version's route dead-lettered in the window (same as `errors`, named plainly)."""
+    correct: int = 0
+    """Labelled requests answered correctly (accuracy = correct / labelled)."""
+    log_loss: float | None = None
+    """Mean log loss over labelled requests in the window."""
+    latency_max_ms: float = 0.0
+    """Largest end-to-end latency in the window."""
+    score_histogram: list[int] = field(default_factory=list)
+    """Counts of positive-class scores in 10 equal bins over [0, 1]."""
+    score_quantiles: list[float] = field(default_factory=list)
+    """Positive-class score at 10%, 50% and 90%."""
+    out_of_profile: int = 0
+    """Requests with a finite value outside the training profile's range."""
 
     def to_avro(self) -> dict[str, Any]:
         return {
@@ -456,6 +571,13 @@ class ModelHealth:
             "accuracy": self.accuracy,
             "labelled": self.labelled,
             "drift_alarms": self.drift_alarms,
+            "dead_letters": self.dead_letters,
+            "correct": self.correct,
+            "log_loss": self.log_loss,
+            "latency_max_ms": self.latency_max_ms,
+            "score_histogram": self.score_histogram,
+            "score_quantiles": self.score_quantiles,
+            "out_of_profile": self.out_of_profile,
         }
 
     @classmethod
@@ -475,6 +597,13 @@ class ModelHealth:
             accuracy=record.get("accuracy"),
             labelled=record.get("labelled", 0),
             drift_alarms=record.get("drift_alarms", 0),
+            dead_letters=record.get("dead_letters", 0),
+            correct=record.get("correct", 0),
+            log_loss=record.get("log_loss"),
+            latency_max_ms=record.get("latency_max_ms", 0.0),
+            score_histogram=record.get("score_histogram", []),
+            score_quantiles=record.get("score_quantiles", []),
+            out_of_profile=record.get("out_of_profile", 0),
         )
 
 
@@ -753,6 +882,31 @@ class ModelTrained:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PartitionOffset:
+    """A position in one partition of a topic."""
+
+    SCHEMA_NAME: ClassVar[str] = "modelbus.events.PartitionOffset"
+
+    partition: int
+    """Partition number."""
+    offset: int
+    """Offset in that partition."""
+
+    def to_avro(self) -> dict[str, Any]:
+        return {
+            "partition": self.partition,
+            "offset": self.offset,
+        }
+
+    @classmethod
+    def from_avro(cls, record: dict[str, Any]) -> PartitionOffset:
+        return cls(
+            partition=record["partition"],
+            offset=record["offset"],
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PredictionRequest:
     """A request for one prediction. Per model, `features` is that model's data-contract record (schemas/models/<model>.avsc); this generic form carries a map and is what unknown models are checked against."""
 
@@ -768,6 +922,8 @@ class PredictionRequest:
     """When the caller sent it."""
     features: dict[str, bool | int | float | str | None]
     """Input features (values: boolean before long before double, so each keeps its type)."""
+    pinned_version: int | None = None
+    """Ask this version when it is loaded (testers, replays); routed normally otherwise. Pinned answers never count as canary evidence."""
 
     def to_avro(self) -> dict[str, Any]:
         return {
@@ -776,6 +932,7 @@ class PredictionRequest:
             "model": self.model,
             "sent_at": self.sent_at,
             "features": self.features,
+            "pinned_version": self.pinned_version,
         }
 
     @classmethod
@@ -786,6 +943,7 @@ class PredictionRequest:
             model=record["model"],
             sent_at=record["sent_at"],
             features=record["features"],
+            pinned_version=record.get("pinned_version"),
         )
 
 
@@ -950,6 +1108,87 @@ class RollbackRequested:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RolloutPolicy:
+    """How a canary rollout walks and is judged; recorded in RolloutStarted so an audit can redo every decision."""
+
+    SCHEMA_NAME: ClassVar[str] = "modelbus.events.RolloutPolicy"
+
+    steps_pct: list[float]
+    """Canary traffic shares, in order; the last is 100."""
+    shadow: bool = False
+    """Score a mirrored copy of all traffic with the candidate first (results never reach callers)."""
+    min_requests: int = 200
+    """Results each arm needs in a step before the step may pass or fail."""
+    min_bake_s: float = 10.0
+    """Shortest time a step lasts before it may pass."""
+    health_timeout_s: float = 30.0
+    """With no ModelHealth for this long the rollout pauses (never promotes without evidence)."""
+    confidence: float = 0.95
+    """Confidence level of the bounds, held over repeated looks."""
+    max_error_rate_increase: float = 0.01
+    """Largest allowed increase of the dead-letter rate (absolute)."""
+    max_accuracy_drop: float = 0.02
+    """Largest allowed drop of accuracy on labelled requests (absolute)."""
+    max_log_loss_increase: float = 0.1
+    """Largest allowed increase of mean log loss."""
+    max_latency_p99_ratio: float = 1.5
+    """Candidate p99 latency may be at most this times the champion's."""
+    latency_p99_ceiling_ms: float = 500.0
+    """Absolute p99 latency ceiling for the candidate."""
+    max_score_shift: float = 0.2
+    """Largest allowed difference of mean positive-class score."""
+    min_labelled: int = 100
+    """Labelled results each arm needs before the accuracy and log-loss guardrails count."""
+    require_labels: bool = True
+    """A step passes only once the label guardrails are conclusive."""
+    max_consecutive_failures: int = 2
+    """Failed judgements in a row that roll back."""
+    max_total_failures: int = 3
+    """Failed judgements in one rollout that roll back."""
+
+    def to_avro(self) -> dict[str, Any]:
+        return {
+            "steps_pct": self.steps_pct,
+            "shadow": self.shadow,
+            "min_requests": self.min_requests,
+            "min_bake_s": self.min_bake_s,
+            "health_timeout_s": self.health_timeout_s,
+            "confidence": self.confidence,
+            "max_error_rate_increase": self.max_error_rate_increase,
+            "max_accuracy_drop": self.max_accuracy_drop,
+            "max_log_loss_increase": self.max_log_loss_increase,
+            "max_latency_p99_ratio": self.max_latency_p99_ratio,
+            "latency_p99_ceiling_ms": self.latency_p99_ceiling_ms,
+            "max_score_shift": self.max_score_shift,
+            "min_labelled": self.min_labelled,
+            "require_labels": self.require_labels,
+            "max_consecutive_failures": self.max_consecutive_failures,
+            "max_total_failures": self.max_total_failures,
+        }
+
+    @classmethod
+    def from_avro(cls, record: dict[str, Any]) -> RolloutPolicy:
+        return cls(
+            steps_pct=record["steps_pct"],
+            shadow=record.get("shadow", False),
+            min_requests=record.get("min_requests", 200),
+            min_bake_s=record.get("min_bake_s", 10.0),
+            health_timeout_s=record.get("health_timeout_s", 30.0),
+            confidence=record.get("confidence", 0.95),
+            max_error_rate_increase=record.get("max_error_rate_increase", 0.01),
+            max_accuracy_drop=record.get("max_accuracy_drop", 0.02),
+            max_log_loss_increase=record.get("max_log_loss_increase", 0.1),
+            max_latency_p99_ratio=record.get("max_latency_p99_ratio", 1.5),
+            latency_p99_ceiling_ms=record.get("latency_p99_ceiling_ms", 500.0),
+            max_score_shift=record.get("max_score_shift", 0.2),
+            min_labelled=record.get("min_labelled", 100),
+            require_labels=record.get("require_labels", True),
+            max_consecutive_failures=record.get("max_consecutive_failures", 2),
+            max_total_failures=record.get("max_total_failures", 3),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RolloutStarted:
     """The deployer began a canary for a new version."""
 
@@ -965,6 +1204,10 @@ class RolloutStarted:
     """Version serving today; null for a model's first rollout."""
     steps_pct: list[float]
     """Canary traffic shares the rollout walks through."""
+    policy: RolloutPolicy | None = None
+    """The policy the rollout is judged by."""
+    reason: str = ""
+    """Why the rollout started."""
 
     def to_avro(self) -> dict[str, Any]:
         return {
@@ -973,6 +1216,8 @@ class RolloutStarted:
             "candidate_version": self.candidate_version,
             "champion_version": self.champion_version,
             "steps_pct": self.steps_pct,
+            "policy": None if self.policy is None else self.policy.to_avro(),
+            "reason": self.reason,
         }
 
     @classmethod
@@ -983,6 +1228,8 @@ class RolloutStarted:
             candidate_version=record["candidate_version"],
             champion_version=record.get("champion_version"),
             steps_pct=record["steps_pct"],
+            policy=None if record["policy"] is None else RolloutPolicy.from_avro(record["policy"]),
+            reason=record.get("reason", ""),
         )
 
 
@@ -1136,6 +1383,8 @@ class TrainingRequested:
     """Random seed to train with; the trainer's default when null."""
     max_rows: int | None = None
     """Upper bound on snapshot rows; the trainer's default when null."""
+    corrupt_labels_where: str | None = None
+    """Demo and testing only: flip the training labels of rows where this categorical feature has this value, e.g. 'elevel=0', to make a deliberately bad model."""
 
     def to_avro(self) -> dict[str, Any]:
         return {
@@ -1145,6 +1394,7 @@ class TrainingRequested:
             "requested_by": self.requested_by,
             "seed": self.seed,
             "max_rows": self.max_rows,
+            "corrupt_labels_where": self.corrupt_labels_where,
         }
 
     @classmethod
@@ -1156,6 +1406,7 @@ class TrainingRequested:
             requested_by=record["requested_by"],
             seed=record.get("seed"),
             max_rows=record.get("max_rows"),
+            corrupt_labels_where=record.get("corrupt_labels_where"),
         )
 
 
@@ -1203,6 +1454,7 @@ ALL_RECORDS: tuple[type[Any], ...] = (
     Environment,
     EventMeta,
     Feedback,
+    GuardrailResult,
     ModelHealth,
     ModelLoadFailed,
     ModelLoaded,
@@ -1210,11 +1462,13 @@ ALL_RECORDS: tuple[type[Any], ...] = (
     ModelRegistered,
     ModelRolledBack,
     ModelTrained,
+    PartitionOffset,
     PredictionRequest,
     PredictionResult,
     PromotionRequested,
     RegistrationFailed,
     RollbackRequested,
+    RolloutPolicy,
     RolloutStarted,
     Route,
     Timings,
