@@ -1,51 +1,100 @@
-"""``modelbus demo``: the loop on generated data, printing only what happened on the bus.
+"""``modelbus demo``: the whole loop on generated data, run by the five real services.
 
-Stages: topics; every event type through the broker; registry, trainer and inference as
-background processes; a first model trained, registered and loaded; live traffic scored;
-concept drift injected with labelled feedback; a retrained version registered and served; the
-lifecycle log audited. The monitor (drift detection) and deployer (canary) services are not
-built yet, so the demo asks for the retraining itself and says so.
+The demo only does what a bank and its operators would: it asks once for a first model, sends
+live labelled traffic, changes the approval rule, and at the end asks for a deliberately bad
+model. Everything else — drift detection, retraining, registration, canary steps, promotion and
+rollback — is the services' work, shown as it lands on the log. The demo exits 0 only if the
+log, read back at the end, tells that whole story.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-import statistics
+import sys
 import time
-import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import Progress
+from rich.table import Table
 
-from modelbus.audit import audit
-from modelbus.bus import LIFECYCLE_TOPIC, Publisher, data_topic, ensure_topics, topic_specs
+from modelbus.bus import LIFECYCLE_TOPIC, Publisher, ensure_topics, topic_specs
 from modelbus.bus.reading import read_topic
 from modelbus.bus.schema_topic import kafka_schema_store
 from modelbus.cli.follow import TopicFollower
 from modelbus.cli.processes import ServiceProcess
-from modelbus.cli.selfcheck import run_selfcheck
+from modelbus.cli.render import one_line
+from modelbus.cli.story import Story
+from modelbus.cli.traffic import LiveTraffic, wait_until
 from modelbus.config import KafkaSettings
 from modelbus.events import Codec, GenericRecord, build_codec, new_meta
 from modelbus.events import types as t
-from modelbus.events.meta import now_utc, producer_id
+from modelbus.events.meta import producer_id
 
 MODEL = "credit"
-DEMO_SERVICES = ("registry", "trainer", "inference")
-TRAINING_TIMEOUT_S = 600.0
-# The demo trains on a small reference set so that, after drift, recent labelled traffic is
-# most of the retraining snapshot.
-DEMO_ENV = {
+SERVICES = ("registry", "trainer", "inference", "monitor", "deployer")
+OLD_RULE, NEW_RULE = 0, 4
+BAD_SLICE = "elevel=0"
+"""The bad model learns inverted labels for one education level: about a fifth of answers."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long each act lasts and how the services are tuned for a demo-sized stream."""
+
+    rate_per_s: float
+    answers_before_drift: int
+    answers_after_promotion: int
+    timeout_s: float
+    env: dict[str, str] = field(default_factory=dict)
+
+
+_COMMON_ENV = {
+    # A small reference set, so that after drift the recent labelled traffic dominates.
     "MODELBUS_TRAINER_REFERENCE_ROWS": "3000",
-    "MODELBUS_TRAINER_EPOCHS": "40",
+    "MODELBUS_TRAINER_EPOCHS": "30",
     "MODELBUS_TRAINER_BATCH_SIZE": "64",
+    "MODELBUS_TRAINER_DRIFT_COOLDOWN_S": "3600",
+    "MODELBUS_INFERENCE_SERVE_LATEST_WITHOUT_ROUTES": "false",
+}
+PLANS = {
+    "full": Plan(
+        rate_per_s=200,
+        answers_before_drift=6_000,
+        answers_after_promotion=4_000,
+        timeout_s=600,
+        env=_COMMON_ENV,
+    ),
+    "fast": Plan(
+        rate_per_s=250,
+        answers_before_drift=3_000,
+        answers_after_promotion=1_500,
+        timeout_s=300,
+        env={**_COMMON_ENV, "MODELBUS_TRAINER_EPOCHS": "15"},
+    ),
 }
 
 
-def run_demo(settings: KafkaSettings, console: Console, *, keep_running: bool = False) -> int:
-    """Run every stage; returns the process exit code."""
+@dataclass
+class Timeline:
+    """When each act ended, for the summary table."""
+
+    started: float = field(default_factory=time.monotonic)
+    marks: list[tuple[str, float, str]] = field(default_factory=list)
+
+    def mark(self, act: str, detail: str = "") -> None:
+        """Record that ``act`` ended now."""
+        self.marks.append((act, time.monotonic(), detail))
+
+
+def run_demo(
+    settings: KafkaSettings, console: Console, *, fast: bool = False, keep_running: bool = False
+) -> int:
+    """Run the story; returns the process exit code."""
+    plan = PLANS["fast" if fast else "full"]
+    codec = build_codec(kafka_schema_store(settings.bootstrap_servers), models=(MODEL,))
     console.rule("1. topics")
     specs = topic_specs(
         settings.models,
@@ -54,240 +103,271 @@ def run_demo(settings: KafkaSettings, console: Console, *, keep_running: bool = 
     )
     created = ensure_topics(settings.bootstrap_servers, specs)
     console.print(f"{len(specs)} topics ready ({len(created)} created now)")
+    history = _lifecycle(settings, codec)
+    if history.events:
+        console.print(
+            f"[red]the lifecycle log already holds {len(history.events)} events for {MODEL} "
+            f"on {settings.bootstrap_servers}: the demo tells its story on an empty log. "
+            "Run `make demo`, which gives the demo a fresh broker of its own.[/red]"
+        )
+        return 2
 
-    console.rule("2. every event type through the broker")
-    if not run_selfcheck(settings, console):
-        return 1
-
-    console.rule("3. services")
-    processes = _start_services(settings, console)
-    codec = build_codec(kafka_schema_store(settings.bootstrap_servers), models=(MODEL,))
+    console.rule("2. the five services")
+    processes = _start_services(settings, console, plan)
     publisher = Publisher(settings, codec, client_id="modelbus-demo")
+    lifecycle = TopicFollower(settings.bootstrap_servers, LIFECYCLE_TOPIC, codec)
+    traffic = LiveTraffic(settings, codec, model=MODEL, rate_per_s=plan.rate_per_s, seed=101)
     try:
-        return _loop(settings, console, codec, publisher)
+        return _story(settings, console, codec, publisher, lifecycle, traffic, plan)
     except TimeoutError as error:
         console.print(f"[red]stopped: {error}[/red]")
         for process in processes:
             console.print(f"[dim]  {process.name} log: {process.log_file}[/dim]")
         return 1
     finally:
+        traffic.stop()
+        lifecycle.close()
         if not keep_running:
             for process in processes:
                 process.stop()
-            console.print("services stopped (run `modelbus up` to keep them running)")
+            console.print("services stopped (`--keep-running` leaves them up)")
 
 
-def _loop(settings: KafkaSettings, console: Console, codec: Codec, publisher: Publisher) -> int:
-    from modelbus.data import generate_credit
+def _story(
+    settings: KafkaSettings,
+    console: Console,
+    codec: Codec,
+    publisher: Publisher,
+    lifecycle: TopicFollower,
+    traffic: LiveTraffic,
+    plan: Plan,
+) -> int:
+    timeline = Timeline()
+    watch = _Watcher(console, lifecycle, plan.timeout_s)
 
-    lifecycle = TopicFollower(settings.bootstrap_servers, LIFECYCLE_TOPIC, codec)
+    console.rule("3. first model: the operator asks once; trainer, registry, deployer do the rest")
+    ask = _request_training(publisher, "demo: first model for credit")
+    console.print(f"-> TrainingRequested  {ask.reason}")
+    first = watch.until(_registered_in(ask.meta.correlation_id), "ModelRegistered for v1")
+    watch.until(_promoted(first.version), f"ModelPromoted for v{first.version}")
+    watch.until(_loaded(first.version), f"ModelLoaded for v{first.version}")
+    timeline.mark("first model promoted", f"v{first.version}")
 
-    console.rule("4. first model: TrainingRequested -> trainer -> registry -> inference")
-    first = _train(console, lifecycle, publisher, reason="demo: first model for credit")
+    console.rule(f"4. live traffic: {plan.rate_per_s:.0f} requests/s, each labelled once answered")
+    traffic.enter("before drift")
+    traffic.start()
+    _wait_answers(console, traffic, "before drift", plan.answers_before_drift, plan.timeout_s)
+    before = traffic.tally.accuracy("before drift", first.version)
+    console.print(f"v{first.version} accuracy on labelled traffic: [bold]{_pct(before)}[/bold]")
+    timeline.mark("traffic under the old rule", f"accuracy {_pct(before)}")
 
-    console.rule(f"5. live traffic scored by v{first.version}")
-    rows, labels = generate_credit(2000, seed=101)
-    before = _score(settings, console, codec, publisher, rows, labels, feedback=True)
+    console.rule("5. the bank changes its approval rule (concept drift); nobody tells the system")
+    switched_at = traffic.switch(classification_function=NEW_RULE, phase="after drift")
+    drift = watch.until(
+        lambda e: isinstance(e, t.DriftDetected) and e.meta.producer.startswith("monitor"),
+        "DriftDetected from the monitor",
+    )
+    delay_s = drift.meta.occurred_at.timestamp() - switched_at
+    timeline.mark("monitor: DriftDetected", f"{delay_s:.1f}s after the switch, {drift.kind}")
+    second = watch.until(
+        _registered_in(drift.meta.correlation_id), "ModelRegistered for the retrained version"
+    )
+    timeline.mark("trainer + registry: retrained", f"v{second.version}")
+    after_drift = traffic.tally.accuracy("after drift", first.version)
 
-    console.rule("6. concept drift: the bank changes its approval rule")
-    drift_rows, drift_labels = generate_credit(6000, seed=202, classification_function=4)
-    drifted = _score(settings, console, codec, publisher, drift_rows, drift_labels, feedback=True)
+    console.rule(f"6. canary: v{second.version} must beat v{first.version} on live traffic")
+    watch.until(_decided(second.version), f"the deployer's decision on v{second.version}")
+    story = Story.read(MODEL, watch.seen)
+    if story.chapters[second.version].promoted is None:
+        console.print(f"[red]v{second.version} was not promoted[/red]")
+        return 1
+    traffic.enter("after promotion")
+    timeline.mark("deployer: promoted", f"v{second.version}")
+    _wait_answers(console, traffic, "after promotion", plan.answers_after_promotion, plan.timeout_s)
+    after = traffic.tally.accuracy("after promotion", second.version)
+
+    console.rule("7. a deliberately bad model: labels flipped on one slice of the training data")
+    bad_ask = _request_training(
+        publisher, f"demo: a bad model (labels flipped where {BAD_SLICE})", corrupt=BAD_SLICE
+    )
+    console.print(f"-> TrainingRequested  {bad_ask.reason}")
+    traffic.enter("bad canary")
+    third = watch.until(_registered_in(bad_ask.meta.correlation_id), "ModelRegistered (bad)")
+    watch.until(_decided(third.version), f"the deployer's decision on v{third.version}")
+    timeline.mark("deployer: decided on the bad model", f"v{third.version}")
+    traffic.enter("after rollback")
+    _wait_answers(console, traffic, "after rollback", 500, plan.timeout_s)
+
+    console.rule("8. what the log says")
+    story = Story.read(MODEL, _lifecycle(settings, codec).events)
+    problems = story.problems(first=first.version, retrained=second.version, bad=third.version)
+    if traffic.duplicates:
+        problems.append(f"{traffic.duplicates} requests were answered more than once")
+    late = traffic.tally.count("after rollback", third.version)
+    if late:
+        problems.append(f"v{third.version} still answered {late} requests after its rollback")
+    _summary(
+        console, timeline, traffic, story, (first, second, third), (before, after_drift, after)
+    )
+    if problems:
+        for problem in problems:
+            console.print(f"[red]✗ {problem}[/red]")
+        return 1
     console.print(
-        f"accuracy on labelled feedback fell from [bold]{before:.1%}[/bold] to "
-        f"[bold red]{drifted:.1%}[/bold red]"
+        "[green]✓ the whole story is on the log: drift → retrain → canary → promote, "
+        "then a bad model rolled back; every request answered exactly once[/green]"
     )
-    console.print(
-        "[yellow]the monitor service (River detectors -> DriftDetected) is not built yet, so "
-        "the demo asks for retraining itself[/yellow]"
-    )
-
-    console.rule("7. retraining on recent labelled traffic")
-    second = _train(
-        console,
-        lifecycle,
-        publisher,
-        reason=f"demo: accuracy fell from {before:.1%} to {drifted:.1%} on labelled feedback",
-    )
-    console.print(f"v{second.version} registered with parent v{second.parent_version}")
-    fresh_rows, fresh_labels = generate_credit(2000, seed=303, classification_function=4)
-    after = _score(settings, console, codec, publisher, fresh_rows, fresh_labels, feedback=True)
-    console.print(
-        f"accuracy on the new rule: v{first.version} {drifted:.1%} -> "
-        f"v{second.version} [bold green]{after:.1%}[/bold green]"
-    )
-    console.print(
-        "[yellow]the deployer service (canary 5% -> 100%) is not built yet: inference serves "
-        "the latest registered version[/yellow]"
-    )
-    lifecycle.close()
-
-    console.rule("8. audit of the lifecycle log")
-    return _audit(settings, console, codec)
+    return 0
 
 
-def _start_services(settings: KafkaSettings, console: Console) -> list[ServiceProcess]:
-    run_dir = Path(os.environ.get("MODELBUS_RUN_DIR", ".run"))
+class _Watcher:
+    """Waits for lifecycle events of the demo's model, printing each one as it lands."""
+
+    def __init__(self, console: Console, lifecycle: TopicFollower, timeout_s: float) -> None:
+        self.console = console
+        self.lifecycle = lifecycle
+        self.timeout_s = timeout_s
+        self.seen: list[Any] = []
+
+    def until(self, predicate: Any, what: str) -> Any:
+        return self.lifecycle.wait_for(
+            predicate, timeout_s=self.timeout_s, on_event=self._show, what=what
+        )
+
+    def _show(self, event: Any) -> None:
+        if isinstance(event, GenericRecord) or getattr(event, "model", None) != MODEL:
+            return
+        self.seen.append(event)
+        self.console.print(f"<- {one_line(event)}")
+
+
+def _registered_in(correlation_id: str) -> Any:
+    return lambda e: (
+        (
+            isinstance(e, t.ModelRegistered | t.TrainingFailed | t.RegistrationFailed)
+            and e.model == MODEL
+            and e.meta.correlation_id == correlation_id
+        )
+        and _raise_on_failure(e)
+    )
+
+
+def _raise_on_failure(event: Any) -> bool:
+    if isinstance(event, t.TrainingFailed | t.RegistrationFailed):
+        raise TimeoutError(f"the loop ended in {type(event).__name__}: {event.reason}")
+    return True
+
+
+def _promoted(version: int) -> Any:
+    return lambda e: isinstance(e, t.ModelPromoted) and e.model == MODEL and e.version == version
+
+
+def _decided(version: int) -> Any:
+    return lambda e: (
+        isinstance(e, t.ModelPromoted | t.ModelRolledBack)
+        and e.model == MODEL
+        and e.version == version
+    )
+
+
+def _loaded(version: int) -> Any:
+    return lambda e: isinstance(e, t.ModelLoaded) and e.model == MODEL and e.version == version
+
+
+def _request_training(
+    publisher: Publisher, reason: str, *, corrupt: str | None = None
+) -> t.TrainingRequested:
+    request = t.TrainingRequested(
+        meta=new_meta(producer_id("demo")),
+        model=MODEL,
+        reason=reason,
+        requested_by="modelbus demo",
+        corrupt_labels_where=corrupt,
+    )
+    publisher.publish(request)
+    publisher.flush()
+    return request
+
+
+def _wait_answers(
+    console: Console, traffic: LiveTraffic, phase: str, answers: int, timeout_s: float
+) -> None:
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"{answers} labelled answers ({phase})", total=answers)
+
+        def enough() -> bool:
+            progress.update(task, completed=traffic.tally.count(phase))
+            return traffic.tally.count(phase) >= answers
+
+        wait_until(enough, timeout_s=timeout_s, what=f"{answers} answers {phase}")
+
+
+def _lifecycle(settings: KafkaSettings, codec: Codec) -> Story:
+    events = []
+    for envelope in read_topic(settings.bootstrap_servers, LIFECYCLE_TOPIC):
+        event = codec.decode(envelope.value or b"", where=envelope.where)
+        if not isinstance(event, GenericRecord):
+            events.append(event)
+    return Story.read(MODEL, events)
+
+
+def _start_services(settings: KafkaSettings, console: Console, plan: Plan) -> list[ServiceProcess]:
+    run_dir = Path(os.environ.get("MODELBUS_RUN_DIR", ".run")).resolve()
     token_file = run_dir / "registry.token"
     if not token_file.exists():
         run_dir.mkdir(parents=True, exist_ok=True)
         token_file.write_text(secrets.token_urlsafe(32))
         token_file.chmod(0o600)
     env = {
-        **DEMO_ENV,
+        **plan.env,
         "MODELBUS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
         "MODELBUS_REGISTRY_API_TOKEN": token_file.read_text().strip(),
+        "MODELBUS_TRAINER_REPO_DIR": str(Path.cwd()),
     }
     processes = []
-    for name in DEMO_SERVICES:
-        process = ServiceProcess(name, ("-m", f"modelbus_{name}", "run"), run_dir)
+    for name in SERVICES:
+        process = ServiceProcess(
+            name, ("-m", f"modelbus_{name}", "run"), run_dir, cwd=run_dir / "services"
+        )
         pid = process.start(env)
         console.print(f"{name:10} pid {pid:<7} log {process.log_file}")
         processes.append(process)
-    console.print(f"[dim]registry API token in {token_file}[/dim]")
+    console.print(f"[dim]state of this demo under {run_dir}; registry token in {token_file}[/dim]")
     return processes
 
 
-def _train(
-    console: Console, lifecycle: TopicFollower, publisher: Publisher, *, reason: str
-) -> t.ModelRegistered:
-    request = t.TrainingRequested(
-        meta=new_meta(producer_id("demo")),
-        model=MODEL,
-        reason=reason,
-        requested_by="modelbus demo",
-    )
-    publisher.publish(request)
-    publisher.flush()
-    console.print(f"-> TrainingRequested  {reason}")
-    loop_id = request.meta.correlation_id
-
-    def show(event: Any) -> None:
-        if isinstance(event, GenericRecord) or getattr(event, "model", None) != MODEL:
-            return
-        if event.meta.correlation_id == loop_id or isinstance(
-            event, t.ModelLoaded | t.ModelLoadFailed
-        ):
-            console.print(f"<- {_line(event)}")
-
-    def answered(event: Any) -> bool:
-        return (
-            isinstance(event, t.ModelRegistered | t.TrainingFailed | t.RegistrationFailed)
-            and event.meta.correlation_id == loop_id
-        )
-
-    outcome = lifecycle.wait_for(
-        answered, timeout_s=TRAINING_TIMEOUT_S, on_event=show, what="ModelRegistered"
-    )
-    if not isinstance(outcome, t.ModelRegistered):
-        raise TimeoutError(f"the loop ended in {type(outcome).__name__}: {outcome.reason}")
-    lifecycle.wait_for(
-        lambda event: isinstance(event, t.ModelLoaded) and event.version == outcome.version,
-        timeout_s=120,
-        on_event=show,
-        what=f"ModelLoaded for v{outcome.version}",
-    )
-    return outcome
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
 
 
-def _line(event: Any) -> str:
-    name = type(event).__name__
-    if isinstance(event, t.TrainingStarted):
-        return f"{name:18} job {event.job_id}"
-    if isinstance(event, t.ModelTrained):
-        metrics = ", ".join(
-            f"{k}={v:.3f}" for k, v in sorted(event.metrics.items()) if "rows" not in k
-        )
-        return f"{name:18} run {event.run_id[:8]} on {event.data.rows} rows ({metrics})"
-    if isinstance(event, t.ModelRegistered):
-        return f"{name:18} v{event.version} (parent {event.parent_version})"
-    if isinstance(event, t.ModelLoaded):
-        check = f"{event.environment_check}, {event.load_ms:.0f} ms"
-        return f"{name:18} v{event.version} by {event.worker} ({check})"
-    if isinstance(event, t.ModelLoadFailed | t.TrainingFailed | t.RegistrationFailed):
-        return f"[red]{name:18} {event.reason}[/red]"
-    return name
-
-
-def _score(
-    settings: KafkaSettings,
+def _summary(
     console: Console,
-    codec: Codec,
-    publisher: Publisher,
-    rows: list[dict[str, Any]],
-    labels: list[int],
-    *,
-    feedback: bool,
-) -> float:
-    """Send ``rows`` as requests, wait for every result, send feedback; returns accuracy."""
-    results_follower = TopicFollower(
-        settings.bootstrap_servers, data_topic(MODEL, "predictions"), codec
+    timeline: Timeline,
+    traffic: LiveTraffic,
+    story: Story,
+    versions: tuple[t.ModelRegistered, t.ModelRegistered, t.ModelRegistered],
+    accuracy: tuple[float | None, float | None, float | None],
+) -> None:
+    first, second, third = versions
+    table = Table(title="the story, act by act")
+    for column in ("act", "ended at", "detail"):
+        table.add_column(column)
+    for act, at, detail in timeline.marks:
+        table.add_row(act, f"{at - timeline.started:7.1f}s", detail)
+    console.print(table)
+    rolled_back = story.chapters.get(third.version)
+    reason = rolled_back.rolled_back.reason if rolled_back and rolled_back.rolled_back else "—"
+    facts = Table(title="what the traffic saw", show_header=False)
+    facts.add_row(f"accuracy of v{first.version} before drift", _pct(accuracy[0]))
+    facts.add_row(f"accuracy of v{first.version} after drift", _pct(accuracy[1]))
+    facts.add_row(f"accuracy of v{second.version} after its promotion", _pct(accuracy[2]))
+    facts.add_row(
+        f"requests v{third.version} answered before its rollback",
+        str(traffic.tally.count("bad canary", third.version)),
     )
-    batch = uuid.uuid4().hex[:8]
-    truth = {f"{batch}-{index}": label for index, label in enumerate(labels)}
-    schema = f"modelbus.models.{MODEL}.PredictionRequest"
-    for request_id, row in zip(truth, rows, strict=True):
-        publisher.publish(
-            t.PredictionRequest(
-                meta=new_meta("demo-producer"),
-                request_id=request_id,
-                model=MODEL,
-                sent_at=now_utc(),
-                features=row,
-            ),
-            schema_name=schema,
-        )
-    publisher.flush()
-    results: dict[str, t.PredictionResult] = {}
-    deadline = time.monotonic() + 180
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task(f"{len(truth)} requests -> results", total=len(truth))
-        while len(results) < len(truth):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"only {len(results)}/{len(truth)} results within 180s")
-            for event in results_follower.poll():
-                if isinstance(event, t.PredictionResult) and event.request_id in truth:
-                    results[event.request_id] = event
-            progress.update(task, completed=len(results))
-    results_follower.close()
-    if feedback:
-        for request_id, label in truth.items():
-            publisher.publish(
-                t.Feedback(
-                    meta=new_meta("demo-labeller"),
-                    request_id=request_id,
-                    model=MODEL,
-                    label=label,
-                    observed_at=now_utc(),
-                )
-            )
-        publisher.flush()
-    correct = sum(result.label == truth[request_id] for request_id, result in results.items())
-    latencies = [result.timings.total_ms for result in results.values()]
-    versions = sorted({result.version for result in results.values()})
-    accuracy = correct / len(truth)
-    console.print(
-        f"{len(results)} results from version(s) {versions}: accuracy {accuracy:.1%}, "
-        f"latency p50 {statistics.median(latencies):.1f} ms, "
-        f"p99 {statistics.quantiles(latencies, n=100)[98]:.1f} ms"
-        + (f"; {len(truth)} Feedback labels sent" if feedback else "")
-    )
-    return accuracy
-
-
-def _audit(settings: KafkaSettings, console: Console, codec: Codec) -> int:
-    events = []
-    for envelope in read_topic(settings.bootstrap_servers, LIFECYCLE_TOPIC):
-        event = codec.decode(envelope.value or b"", where=envelope.where)
-        if not isinstance(event, GenericRecord) and getattr(event, "model", None) == MODEL:
-            events.append(event)
-    report = audit(events)
-    console.print(
-        f"{len(events)} lifecycle events for {MODEL}, {len(report.chains)} loops, "
-        f"versions {report.versions.get(MODEL, [])}"
-    )
-    if report.ok:
-        console.print("[green]log consistent: unique ids, every cause precedes its effect[/green]")
-        return 0
-    for problem in report.problems:
-        console.print(f"[red]{problem}[/red]")
-    return 1
+    facts.add_row(f"why v{third.version} was rolled back", reason)
+    facts.add_row("requests sent / answered twice", f"{traffic.sent} / {traffic.duplicates}")
+    console.print(facts)
+    sys.stdout.flush()

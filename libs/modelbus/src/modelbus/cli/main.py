@@ -33,8 +33,8 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(events_app, name="events")
 console = Console()
 
-SERVICES = ("registry", "trainer", "inference")
-"""Services with a long-running ``run`` command; deployer and monitor are not built yet."""
+SERVICES = ("registry", "trainer", "inference", "monitor", "deployer")
+"""The five services, each started as ``python -m modelbus_<name> run``."""
 
 
 def _settings() -> KafkaSettings:
@@ -86,22 +86,41 @@ def events_tail(
     ] = True,
     follow: Annotated[bool, typer.Option(help="Keep waiting for new events.")] = False,
     model: Annotated[str | None, typer.Option(help="Only this model's events.")] = None,
+    event_type: Annotated[
+        list[str] | None,
+        typer.Option("--type", help="Only events of this type (repeatable), e.g. DriftDetected."),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only events from this time on: ISO 8601, or an age like 15m, 2h, 1d."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Print decoded events (any schema ever published decodes, even one unknown in code)."""
+    from modelbus.cli.render import one_line
+    from modelbus.cli.tail import EventFilter, as_json_line
+
     settings = _settings()
     codec = _codec(settings)
+    try:
+        wanted = EventFilter.of(model=model, types=event_type or [], since=since)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
     for envelope in read_topic(
         settings.bootstrap_servers, topic, from_beginning=from_beginning, follow=follow
     ):
-        if model is not None and envelope.key != model.encode():
-            continue
         try:
             event = codec.decode(envelope.value or b"", where=envelope.where)
         except CodecError as error:
             console.print(f"[red]{envelope.where} undecodable: {error.cause}[/red]")
             continue
+        if not wanted.accepts(event):
+            continue
+        if as_json:
+            print(as_json_line(envelope.where, event), flush=True)
+            continue
         when = getattr(getattr(event, "meta", None), "occurred_at", "")
-        console.print(f"[dim]{envelope.where} {when}[/dim] {describe(event)}")
+        console.print(f"[dim]{envelope.where} {when}[/dim] {one_line(event)}")
 
 
 @app.command("audit")
@@ -301,14 +320,23 @@ def status() -> None:
 
 @app.command("demo")
 def demo(
+    fast: Annotated[
+        bool, typer.Option(help="Shorter acts and training (the e2e test uses it).")
+    ] = False,
     keep_running: Annotated[
         bool, typer.Option(help="Leave the services running afterwards (`modelbus down`).")
     ] = False,
 ) -> None:
-    """Run the loop on generated data, printing only what really happened on the bus."""
+    """The whole loop on generated data, run by the five services on an empty log.
+
+    First model → live labelled traffic → the approval rule changes → the monitor's
+    DriftDetected → retraining → canary → promotion; then a deliberately bad model → canary →
+    rollback. Exits 0 only if the lifecycle log, read back at the end, tells that story.
+    `make demo` runs it on a fresh broker of its own.
+    """
     from modelbus.cli.demo import run_demo
 
-    raise typer.Exit(run_demo(_settings(), console, keep_running=keep_running))
+    raise typer.Exit(run_demo(_settings(), console, fast=fast, keep_running=keep_running))
 
 
 __all__ = ["Publisher", "app"]

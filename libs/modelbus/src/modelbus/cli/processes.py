@@ -18,6 +18,8 @@ class ServiceProcess:
     name: str
     args: tuple[str, ...]
     run_dir: Path
+    cwd: Path | None = None
+    """Working directory; relative paths in the service's settings resolve under it."""
 
     @property
     def pid_file(self) -> Path:
@@ -45,6 +47,8 @@ class ServiceProcess:
             return running
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        if self.cwd is not None:
+            self.cwd.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:
             process = subprocess.Popen(
                 [sys.executable, *self.args],
@@ -52,6 +56,7 @@ class ServiceProcess:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})},
                 start_new_session=True,
+                cwd=self.cwd,
             )
         self.pid_file.write_text(str(process.pid))
         return process.pid
