@@ -8,11 +8,16 @@ KAFKA_PORT ?= 19092
 TEST_KAFKA_PORT ?= 19192
 TEST_RUN_DIR ?= $(CURDIR)/.run/test
 TEST_KAFKA := KAFKA_PORT=$(TEST_KAFKA_PORT) MODELBUS_RUN_DIR=$(TEST_RUN_DIR) infra/kafka/kafka.sh
+# The demo tells its story on an empty log: a broker and state of its own, fresh on every run.
+DEMO_KAFKA_PORT ?= 19292
+DEMO_RUN_DIR ?= $(CURDIR)/.run/demo
+DEMO_KAFKA := KAFKA_PORT=$(DEMO_KAFKA_PORT) MODELBUS_RUN_DIR=$(DEMO_RUN_DIR) infra/kafka/kafka.sh
+DEMO_ARGS ?=
 export MODELBUS_BOOTSTRAP_SERVERS ?= 127.0.0.1:$(KAFKA_PORT)
 UV ?= uv
 PYTEST := $(UV) run --frozen pytest
 
-.PHONY: help setup kafka-up kafka-down test-kafka-up test-kafka-down lint fmt codegen test test-unit test-integration test-e2e bench demo up down status
+.PHONY: help setup kafka-up kafka-down test-kafka-up test-kafka-down demo-down lint fmt codegen test test-unit test-integration test-e2e bench demo up down status
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -60,8 +65,18 @@ bench: setup test-kafka-up ## run the benchmarks (on the tests' broker); JSON re
 	$(BENCH) benchmarks.training
 	$(BENCH) benchmarks.inference
 
-demo: setup kafka-up ## the whole loop on generated data, with live progress
-	$(UV) run --frozen modelbus demo
+demo: setup ## the whole loop (drift -> retrain -> canary -> promote, bad model -> rollback), fresh broker
+	-$(DEMO_KAFKA) down
+	rm -rf $(DEMO_RUN_DIR)
+	$(DEMO_KAFKA) up
+	MODELBUS_BOOTSTRAP_SERVERS=127.0.0.1:$(DEMO_KAFKA_PORT) MODELBUS_RUN_DIR=$(DEMO_RUN_DIR) \
+	  $(UV) run --frozen modelbus demo $(DEMO_ARGS) $(if $(DEMO_KEEP),--keep-running); status=$$?; \
+	  if [ -z "$(DEMO_KEEP)" ]; then $(DEMO_KAFKA) down; else \
+	  echo "demo broker left on 127.0.0.1:$(DEMO_KAFKA_PORT) (make demo-down stops it)"; fi; exit $$status
+
+demo-down: ## stop the demo's services and broker (after `make demo DEMO_KEEP=1`)
+	-MODELBUS_RUN_DIR=$(DEMO_RUN_DIR) $(UV) run --frozen modelbus down
+	-$(DEMO_KAFKA) down
 
 up: setup kafka-up ## broker + topics + every service in the background
 	$(UV) run --frozen modelbus up

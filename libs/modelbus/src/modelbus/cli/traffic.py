@@ -88,6 +88,8 @@ class LiveTraffic:
         self._answered: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._sending = threading.Event()
+        self._sending.set()
         self._results = Consumer(
             {
                 "bootstrap.servers": settings.bootstrap_servers,
@@ -110,11 +112,16 @@ class LiveTraffic:
         for thread in self._threads:
             thread.start()
 
-    def stop(self) -> None:
-        """Stop both loops and flush what was produced."""
+    def stop(self, *, drain_s: float = 30.0) -> None:
+        """Stop sending, wait up to ``drain_s`` for the answers still due, then stop reading."""
+        self._sending.clear()
+        deadline = time.monotonic() + drain_s
+        while self._threads[1].is_alive() and self.pending and time.monotonic() < deadline:
+            time.sleep(0.1)
         self._stop.set()
         for thread in self._threads:
-            thread.join(timeout=10)
+            if thread.is_alive():
+                thread.join(timeout=10)
         self._results.close()
         self.publisher.flush()
 
@@ -139,7 +146,7 @@ class LiveTraffic:
 
     def _send_loop(self) -> None:
         started, sent = time.monotonic(), 0
-        while not self._stop.is_set():
+        while self._sending.is_set():
             due = int((time.monotonic() - started) * self.rate_per_s) - sent
             for _ in range(max(due, 0)):
                 self._send_one()
