@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,23 +43,24 @@ from modelbus.events import new_meta
 from modelbus.events import types as t
 from modelbus.events.meta import now_utc
 from modelbus_inference.encoding import avro_string, zigzag
-from tests.integration.test_inference_helpers import (
-    CONTRACT,
-    REPO,
-    TYPED_REQUEST,
+from tests.support.broker import (
     RequestProducer,
-    build_credit_package,
     create_model_topics,
-    credit_contract,
-    credit_rows,
     encode_request,
     lifecycle_events,
     publish_lifecycle,
-    registered,
     request_codec,
-    start_worker,
-    stop_workers,
 )
+from tests.support.events import registered
+from tests.support.packages import (
+    CONTRACT,
+    TYPED_REQUEST,
+    build_credit_package,
+    credit_contract,
+    credit_rows,
+)
+from tests.support.ports import free_port
+from tests.support.processes import REPO, start_worker, stop_workers
 
 PARTITIONS = 4
 WHY_SHORT = {
@@ -91,12 +91,6 @@ TARGETS = {
 def log(message: str) -> None:
     """Progress on stderr."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- the artifact -------------------------------------------------------------------------
@@ -433,7 +427,7 @@ def _load(url: str, body: bytes, threads: int, seconds: float) -> dict[str, Any]
 
 def mlflow_serve(artifact: dict[str, Any], *, threads: int, seconds: float) -> dict[str, Any]:
     """Throughput of ``mlflow models serve`` on the same artifact, 1-row and 100-row bodies."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": artifact["tracking_uri"],

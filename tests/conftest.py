@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -18,13 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.ports import free_port
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _docker_answers() -> bool:
@@ -51,7 +46,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
             yield container.get_bootstrap_server()
         return
-    port, controller_port = _free_port(), _free_port()
+    port, controller_port = free_port(), free_port()
     env = {
         **os.environ,
         "KAFKA_PORT": str(port),
@@ -78,6 +73,15 @@ def kafka_settings(kafka_bootstrap: str):  # type: ignore[no-untyped-def]
         topic_specs(settings.models, data_partitions=4, retention_ms=settings.data_retention_ms),
     )
     return settings
+
+
+@pytest.fixture(scope="module")
+def package_v1(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A trained credit package and its sha256."""
+    from tests.support.packages import build_credit_package
+
+    directory = tmp_path_factory.mktemp("packages") / "v1"
+    return directory, build_credit_package(directory, seed=1)
 
 
 @pytest.fixture

@@ -25,13 +25,9 @@ from modelbus.data import generate_credit
 from modelbus.events import Codec, build_codec, find_schema_dir, new_meta
 from modelbus.events import types as t
 from modelbus.events.meta import now_utc
-from tests.registry_support import (
-    free_port,
-    http_ready,
-    registry_env,
-    service,
-    start_at_log_end,
-)
+from tests.support.broker import start_at_log_end
+from tests.support.ports import free_port
+from tests.support.processes import http_ready, registry_env, service
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]

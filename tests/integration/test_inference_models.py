@@ -13,22 +13,18 @@ from tenacity import retry, stop_after_delay, wait_fixed
 
 from modelbus.bus.topics import data_topic
 from modelbus.events import types as t
-from tests.integration.test_inference_helpers import (
+from tests.support.broker import (
     RequestProducer,
     TopicReader,
-    build_credit_package,
     create_model_topics,
-    credit_rows,
     lifecycle_events,
     publish_lifecycle,
-    registered,
     request_codec,
-    results_by_request,
-    shifted,
-    start_worker,
-    stop_workers,
 )
-from tests.integration.test_inference_stream import package_v1  # noqa: F401  (fixture)
+from tests.support.events import registered, shifted
+from tests.support.packages import build_credit_package, credit_rows
+from tests.support.processes import start_worker, stop_workers
+from tests.support.results import results_by_request
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +58,7 @@ def _wait_for(bootstrap, codec, model, kinds, count=1, timeout_s=60.0):  # type:
 def test_tampered_artifact_is_refused_and_hot_swap_under_load_loses_nothing(
     kafka_settings,
     unique: str,
-    package_v1: tuple[Path, str],  # noqa: F811
+    package_v1: tuple[Path, str],
     package_v2: tuple[Path, str],
     tmp_path: Path,
 ) -> None:
@@ -124,7 +120,7 @@ def test_tampered_artifact_is_refused_and_hot_swap_under_load_loses_nothing(
 def test_canary_routing_is_the_same_on_the_stream_and_over_http(
     kafka_settings,
     unique: str,
-    package_v1: tuple[Path, str],  # noqa: F811
+    package_v1: tuple[Path, str],
     package_v2: tuple[Path, str],
 ) -> None:
     model = f"credit{unique}"

@@ -19,30 +19,21 @@ from modelbus.bus.topics import data_topic
 from modelbus.events import new_meta
 from modelbus.events import types as t
 from modelbus.events.meta import now_utc
-from tests.integration.test_inference_helpers import (
+from tests.support.broker import (
     RequestProducer,
     TopicReader,
-    build_credit_package,
     create_model_topics,
-    credit_rows,
     encode_request,
     lifecycle_events,
     publish_lifecycle,
-    registered,
     request_codec,
-    results_by_request,
-    start_worker,
-    stop_workers,
 )
+from tests.support.events import registered
+from tests.support.packages import credit_rows
+from tests.support.processes import start_worker, stop_workers
+from tests.support.results import results_by_request
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def package_v1(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A trained credit package and its sha256."""
-    directory = tmp_path_factory.mktemp("packages") / "v1"
-    return directory, build_credit_package(directory, seed=1)
 
 
 def _serve(kafka_settings, model: str, package: tuple[Path, str]) -> None:  # type: ignore[no-untyped-def]

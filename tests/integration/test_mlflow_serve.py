@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -21,15 +20,10 @@ from modelbus.packaging import load_package, package_sha256, verify_package
 from modelbus_trainer.bootstrap import JobPlanner
 from modelbus_trainer.config import Settings
 from modelbus_trainer.worker import run_job
-from tests.unit.test_trainer_handlers import training_requested
+from tests.support.events import training_requested
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class NotReady(Exception):
@@ -87,7 +81,7 @@ def test_the_package_in_mlflow_is_the_one_announced(trained) -> None:
 def test_mlflow_models_serve_and_the_modelbus_loader_agree_on_1000_rows(trained) -> None:
     settings, outcome = trained
     rows, _ = generate_credit(1_000, seed=99, covariate_shift=0.3)
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,

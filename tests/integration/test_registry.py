@@ -14,19 +14,12 @@ import pytest
 from modelbus.config import KafkaSettings
 from modelbus.events import types as t
 from modelbus.events.meta import now_utc
-from tests.registry_support import (
-    TOKEN,
-    Bus,
-    NotYet,
-    eventually,
-    free_port,
-    http_ready,
-    make_package,
-    meta_at,
-    model_trained,
-    registry_env,
-    service,
-)
+from tests.support.broker import Bus
+from tests.support.events import meta_at, model_trained
+from tests.support.packages import make_package
+from tests.support.ports import free_port
+from tests.support.processes import TOKEN, http_ready, registry_env, service
+from tests.support.waiting import NotYet, eventually
 
 pytestmark = pytest.mark.integration
 

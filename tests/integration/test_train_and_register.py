@@ -20,14 +20,9 @@ import pytest
 from modelbus.config import KafkaSettings
 from modelbus.events import new_meta
 from modelbus.events import types as t
-from tests.registry_support import (
-    Bus,
-    free_port,
-    http_ready,
-    registry_env,
-    service,
-    start_at_log_end,
-)
+from tests.support.broker import Bus, start_at_log_end
+from tests.support.ports import free_port
+from tests.support.processes import http_ready, registry_env, service
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]

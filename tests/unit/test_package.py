@@ -5,64 +5,25 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from modelbus.data import generate_credit
-from modelbus.events import load_contract
 from modelbus.events.schemas import fingerprint_of
 from modelbus.packaging import (
     PackageError,
     PackageIntegrityError,
-    Preprocessor,
     build_mlp,
-    build_profile,
     capture_environment,
     load_package,
     package_sha256,
     read_manifest,
     verify_package,
-    write_package,
 )
 from modelbus.packaging.environment import EnvironmentMismatch
-
-
-def credit_contract() -> dict:
-    return load_contract("credit")
-
-
-def make_package(
-    directory: Path, rows: list[dict], labels: list[int], *, runtime: str = "torch-mlp", **extra
-) -> tuple[Path, Preprocessor]:
-    """A small untrained-but-seeded credit package (training is the trainer's business)."""
-    contract = credit_contract()
-    preprocessor = Preprocessor.fit(rows, contract)
-    architecture = {
-        "kind": "mlp",
-        "input_dim": preprocessor.n_outputs,
-        "hidden": [16, 8],
-        "activation": "relu",
-        "n_classes": 2,
-    }
-    torch.manual_seed(7)
-    module = build_mlp(architecture)
-    write_package(
-        directory,
-        name="credit",
-        contract=contract,
-        preprocessor=preprocessor,
-        runtime=runtime,
-        weights={key: value.numpy() for key, value in module.state_dict().items()},
-        architecture=architecture,
-        profile=build_profile(rows, contract, labels=labels),
-        metrics={"accuracy": 0.5},
-        params={"hidden": "16,8"},
-        **extra,
-    )
-    return directory, preprocessor
+from tests.support.packages import credit_contract, untrained_package
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +32,7 @@ def credit_rows() -> tuple[list[dict], list[int]]:
 
 
 def test_a_written_package_verifies_and_describes_itself(tmp_path, credit_rows) -> None:
-    directory, _ = make_package(tmp_path / "pkg", *credit_rows)
+    directory, _ = untrained_package(tmp_path / "pkg", *credit_rows)
     manifest = verify_package(directory)
     assert sorted(p.name for p in directory.iterdir()) == [
         "architecture.json", "manifest.json", "preprocessing.json", "profile.json",
@@ -98,8 +59,8 @@ def test_a_written_package_verifies_and_describes_itself(tmp_path, credit_rows) 
 
 
 def test_the_same_inputs_give_the_same_package_sha256(tmp_path, credit_rows) -> None:
-    first, _ = make_package(tmp_path / "a", *credit_rows)
-    second, _ = make_package(tmp_path / "b", *credit_rows)
+    first, _ = untrained_package(tmp_path / "a", *credit_rows)
+    second, _ = untrained_package(tmp_path / "b", *credit_rows)
     assert package_sha256(first) == package_sha256(second)
 
 
@@ -107,7 +68,7 @@ def test_the_same_inputs_give_the_same_package_sha256(tmp_path, credit_rows) -> 
     "file", ["weights.safetensors", "preprocessing.json", "architecture.json", "profile.json"]
 )
 def test_a_tampered_file_is_named(tmp_path, credit_rows, file) -> None:
-    directory, _ = make_package(tmp_path / "pkg", *credit_rows)
+    directory, _ = untrained_package(tmp_path / "pkg", *credit_rows)
     with open(directory / file, "ab") as handle:
         handle.write(b" ")
     with pytest.raises(PackageIntegrityError, match=rf"^sha256 mismatch in {file}:"):
@@ -117,28 +78,28 @@ def test_a_tampered_file_is_named(tmp_path, credit_rows, file) -> None:
 
 
 def test_a_missing_file_is_named(tmp_path, credit_rows) -> None:
-    directory, _ = make_package(tmp_path / "pkg", *credit_rows)
+    directory, _ = untrained_package(tmp_path / "pkg", *credit_rows)
     (directory / "profile.json").unlink()
     with pytest.raises(PackageIntegrityError, match=r"^profile.json missing in "):
         verify_package(directory)
 
 
 def test_a_manifest_other_than_the_announced_one_is_refused(tmp_path, credit_rows) -> None:
-    directory, _ = make_package(tmp_path / "pkg", *credit_rows)
+    directory, _ = untrained_package(tmp_path / "pkg", *credit_rows)
     with pytest.raises(PackageIntegrityError, match=r"^sha256 mismatch in manifest.json"):
         verify_package(directory, expected_sha256="0" * 64)
     assert verify_package(directory, expected_sha256=package_sha256(directory)).name == "credit"
 
 
 def test_packages_are_immutable(tmp_path, credit_rows) -> None:
-    directory, _ = make_package(tmp_path / "pkg", *credit_rows)
+    directory, _ = untrained_package(tmp_path / "pkg", *credit_rows)
     with pytest.raises(PackageError, match="already holds files"):
-        make_package(directory, *credit_rows)
+        untrained_package(directory, *credit_rows)
 
 
 def test_loaded_model_predicts_what_the_torch_module_computes(tmp_path, credit_rows) -> None:
     rows, labels = credit_rows
-    directory, preprocessor = make_package(tmp_path / "pkg", rows, labels)
+    directory, preprocessor = untrained_package(tmp_path / "pkg", rows, labels)
     model = load_package(directory)
     probabilities = model.predict_rows(rows)
     assert probabilities.shape == (400, 2)
@@ -156,7 +117,7 @@ def test_loaded_model_predicts_what_the_torch_module_computes(tmp_path, credit_r
 
 
 def test_weights_are_safetensors_not_pickle(tmp_path, credit_rows) -> None:
-    directory, _ = make_package(tmp_path / "pkg", *credit_rows)
+    directory, _ = untrained_package(tmp_path / "pkg", *credit_rows)
     raw = (directory / "weights.safetensors").read_bytes()
     header_size = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8 : 8 + header_size])
@@ -167,7 +128,7 @@ def test_weights_are_safetensors_not_pickle(tmp_path, credit_rows) -> None:
 
 
 def test_an_unknown_runtime_is_refused_with_the_known_ones(tmp_path, credit_rows) -> None:
-    directory, _ = make_package(tmp_path / "pkg", *credit_rows, runtime="onnx")
+    directory, _ = untrained_package(tmp_path / "pkg", *credit_rows, runtime="onnx")
     with pytest.raises(PackageError, match=r"no runtime named 'onnx'; known: \['torch-mlp'\]"):
         load_package(directory)
 
@@ -177,7 +138,7 @@ def test_a_package_from_another_torch_minor_is_refused_at_load(tmp_path, credit_
     elsewhere = dataclasses.replace(
         here, lock_sha256="f" * 64, packages={**here.packages, "torch": "2.9.0"}
     )
-    directory, _ = make_package(tmp_path / "pkg", *credit_rows, environment=elsewhere)
+    directory, _ = untrained_package(tmp_path / "pkg", *credit_rows, environment=elsewhere)
     torch_minor = ".".join(here.packages["torch"].split("+")[0].split(".")[:2])
     with pytest.raises(EnvironmentMismatch, match=rf"^torch 2.9 != {torch_minor}$"):
         load_package(directory)

@@ -12,6 +12,7 @@ from modelbus.data import generate_credit
 from modelbus.events import load_contract
 from modelbus.packaging import ContractMismatch, Preprocessor, load_package
 from modelbus.packaging.mlflow_loader import PackagePyfunc
+from tests.support.packages import untrained_package
 
 TINY_CONTRACT = {
     "type": "record",
@@ -65,10 +66,8 @@ def test_credit_preprocessing_has_43_columns_in_contract_order() -> None:
 
 
 def test_training_and_serving_transforms_of_the_same_rows_are_identical(tmp_path) -> None:
-    from tests.unit.test_package import make_package
-
     rows, labels = generate_credit(1_000, seed=11)
-    directory, training_preprocessor = make_package(tmp_path / "pkg", rows, labels)
+    directory, training_preprocessor = untrained_package(tmp_path / "pkg", rows, labels)
     at_training = training_preprocessor.transform(rows)
 
     served = load_package(directory)

@@ -19,7 +19,9 @@ from modelbus_registry.config import Settings
 from modelbus_registry.db import AliasChange, ModelVersion, RegistrationFailure
 from modelbus_registry.handlers import follow_aliases, register_trained_model
 from modelbus_registry.mirror import NoMirror
-from tests.registry_support import TOKEN, make_package, meta_at, model_trained
+from tests.support.events import meta_at, model_trained
+from tests.support.packages import make_package
+from tests.support.processes import TOKEN
 
 T0 = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
 

@@ -28,6 +28,7 @@ from modelbus_trainer.handlers import (
 from modelbus_trainer.snapshot import Slice, TrainingError, assemble, load_snapshot
 from modelbus_trainer.training import TrainParams, fit_model, roc_auc
 from modelbus_trainer.worker import JobOutcome, JobSpec, run_job
+from tests.support.events import training_requested
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 PRODUCER = "trainer@test"
@@ -40,17 +41,6 @@ def meta(event_id: str, at: datetime = T0, correlation: str | None = None) -> t.
         producer="test",
         correlation_id=correlation or f"corr-{event_id}",
         causation_id=None,
-    )
-
-
-def training_requested(event_id: str = "req-1", *, at: datetime = T0, seed: int | None = 7):
-    return t.TrainingRequested(
-        meta=meta(event_id, at),
-        model="credit",
-        reason="test",
-        requested_by="tester",
-        seed=seed,
-        max_rows=None,
     )
 
 

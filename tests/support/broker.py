@@ -1,95 +1,26 @@
-"""Helpers the inference tests and benchmark share: a real credit package, real topics, workers.
+"""The test's side of the real broker: topics, requests in, events and results out.
 
-No mocks: packages are trained (tiny, seeded) and written with modelbus.packaging; requests
-and lifecycle events go through the real broker.
+No mocks: requests and lifecycle events go through the real broker.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from modelbus.bus import LIFECYCLE_TOPIC, Publisher, ensure_topics, topic_specs
+from modelbus.bus.reading import read_topic
+from modelbus.bus.schema_topic import kafka_schema_store
 from modelbus.bus.topics import data_topic
 from modelbus.config import KafkaSettings
-from modelbus.events import Codec, build_codec, load_contract, new_meta
-from modelbus.events import types as t
+from modelbus.events import Codec, GenericRecord, build_codec, new_meta
 from modelbus.events.meta import now_utc
-
-REPO = Path(__file__).resolve().parents[2]
-CONTRACT = "credit"
-TYPED_REQUEST = "modelbus.models.credit.PredictionRequest"
-
-
-def credit_contract() -> dict[str, Any]:
-    """The credit data contract."""
-    return load_contract(CONTRACT)
-
-
-def credit_rows(n_rows: int, *, seed: int = 7) -> tuple[list[dict], list[int]]:
-    """Seeded Agrawal rows and labels."""
-    from modelbus.data import generate_credit
-
-    return generate_credit(n_rows, seed=seed)
-
-
-def build_credit_package(
-    directory: Path, *, name: str = "credit", seed: int = 1, n_rows: int = 2000, epochs: int = 30
-) -> str:
-    """Train a small seeded MLP on generated credit data, write its package; returns sha256."""
-    import torch
-
-    from modelbus.packaging import (
-        Preprocessor,
-        build_mlp,
-        build_profile,
-        package_sha256,
-        write_package,
-    )
-
-    contract = credit_contract()
-    rows, labels = credit_rows(n_rows, seed=seed)
-    preprocessor = Preprocessor.fit(rows, contract)
-    x = torch.from_numpy(preprocessor.transform(rows))
-    y = torch.tensor(labels)
-    architecture = {
-        "kind": "mlp",
-        "input_dim": int(x.shape[1]),
-        "hidden": [32, 16],
-        "n_classes": 2,
-        "activation": "relu",
-    }
-    torch.manual_seed(seed)
-    module = build_mlp(architecture)
-    optimizer = torch.optim.Adam(module.parameters(), lr=0.01)
-    for _ in range(epochs):
-        optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(module(x), y)
-        loss.backward()
-        optimizer.step()
-    weights = {key: value.detach().numpy() for key, value in module.state_dict().items()}
-    write_package(
-        directory,
-        name=name,
-        contract=contract,
-        preprocessor=preprocessor,
-        runtime="torch-mlp",
-        weights=weights,
-        architecture=architecture,
-        profile=build_profile(rows, contract, labels=labels),
-        metrics={"loss": float(loss.detach())},
-        params={"seed": str(seed)},
-    )
-    return package_sha256(directory)
+from tests.support.packages import CONTRACT, TYPED_REQUEST
+from tests.support.waiting import NotYet, eventually
 
 
 def create_model_topics(settings: KafkaSettings, model: str, partitions: int = 4) -> None:
@@ -160,29 +91,6 @@ def publish_lifecycle(settings: KafkaSettings, codec: Codec, *events: Any) -> No
     publisher.flush()
 
 
-def registered(model: str, version: int, directory: Path, sha256: str) -> t.ModelRegistered:
-    """A ModelRegistered for a package directory."""
-    return t.ModelRegistered(
-        meta=new_meta("test-registry"),
-        model=model,
-        version=version,
-        run_id=f"run-{version}",
-        artifact_uri=directory.as_uri(),
-        artifact_sha256=sha256,
-        metrics={},
-    )
-
-
-def shifted(model: str, routes: list[tuple[str, int, float]]) -> t.TrafficShifted:
-    """A TrafficShifted with (variant, version, weight_pct) routes."""
-    return t.TrafficShifted(
-        meta=new_meta("test-deployer"),
-        model=model,
-        routes=[t.Route(variant=v, version=n, weight_pct=w) for v, n, w in routes],
-        reason="test",
-    )
-
-
 class TopicReader:
     """Reads a topic from the start with read_committed; decodes with ``codec``."""
 
@@ -232,48 +140,65 @@ def lifecycle_events(bootstrap: str, codec: Codec, model: str, kinds: tuple[type
     return [e for e in reader.records if isinstance(e, kinds) and getattr(e, "model", "") == model]
 
 
-def start_worker(
-    bootstrap: str, model: str, *, index: int = 0, http_port: int = 0, **env: str
-) -> subprocess.Popen[bytes]:
-    """``python -m modelbus_inference run`` for one worker slot, as a real process."""
-    environment = {
-        **os.environ,
-        "MODELBUS_BOOTSTRAP_SERVERS": bootstrap,
-        "MODELBUS_INFERENCE_MODEL": model,
-        "MODELBUS_INFERENCE_CONTRACT": CONTRACT,
-        "MODELBUS_INFERENCE_HTTP_PORT": str(http_port),
-        "MODELBUS_INFERENCE_SESSION_TIMEOUT_MS": "6000",
-        **env,
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "modelbus_inference", "run", "--worker-index", str(index)],
-        env=environment,
-        cwd=REPO,
-    )
+def start_at_log_end(bootstrap_servers: str, group_id: str) -> None:
+    """Commit ``group_id`` at the lifecycle log's current end, so history before now is skipped."""
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": group_id})
+    try:
+        metadata = consumer.list_topics(LIFECYCLE_TOPIC, timeout=10)
+        ends = [
+            TopicPartition(
+                LIFECYCLE_TOPIC,
+                partition,
+                consumer.get_watermark_offsets(
+                    TopicPartition(LIFECYCLE_TOPIC, partition), timeout=10
+                )[1],
+            )
+            for partition in metadata.topics[LIFECYCLE_TOPIC].partitions
+        ]
+        consumer.commit(offsets=ends, asynchronous=False)
+    finally:
+        consumer.close()
 
 
-def stop_workers(workers: Iterable[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM, then SIGKILL after 20 s."""
-    workers = list(workers)
-    for worker in workers:
-        if worker.poll() is None:
-            worker.terminate()
-    for worker in workers:
-        try:
-            worker.wait(20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+class Bus:
+    """The test's side of the broker: publish events, read a model's lifecycle, wait on it."""
 
+    def __init__(self, settings: KafkaSettings, client_id: str) -> None:
+        self.settings = settings
+        self.codec = build_codec(kafka_schema_store(settings.bootstrap_servers))
+        self.publisher = Publisher(settings, self.codec, client_id=client_id)
 
-def results_by_request(results: Iterable[Any]) -> dict[str, int]:
-    """How many PredictionResults each request id got."""
-    counts: dict[str, int] = {}
-    for result in results:
-        counts[result.request_id] = counts.get(result.request_id, 0) + 1
-    return counts
+    def publish(self, event: Any) -> None:
+        """Put an event on the bus and wait for the broker to have it."""
+        self.publisher.publish(event)
+        self.publisher.flush()
 
+    def lifecycle(self, model: str) -> list[Any]:
+        """Every lifecycle event about ``model`` so far, in log order."""
+        events = []
+        for envelope in read_topic(self.settings.bootstrap_servers, LIFECYCLE_TOPIC):
+            if envelope.key != model.encode() or not envelope.value:
+                continue
+            event = self.codec.decode(envelope.value)
+            if not isinstance(event, GenericRecord):
+                events.append(event)
+        return events
 
-def finite(scores: list[float]) -> bool:
-    """All scores finite."""
-    return bool(np.isfinite(np.asarray(scores)).all())
+    def wait_for(
+        self,
+        model: str,
+        kind: type,
+        count: int = 1,
+        *,
+        where: Callable[[Any], bool] = lambda _event: True,
+        timeout_s: float = 60.0,
+    ) -> list[Any]:
+        """At least ``count`` events of type ``kind`` about ``model`` matching ``where``."""
+
+        def check() -> list[Any]:
+            found = [e for e in self.lifecycle(model) if isinstance(e, kind) and where(e)]
+            if len(found) < count:
+                raise NotYet(f"{len(found)} {kind.__name__} for {model} so far")
+            return found
+
+        return eventually(check, timeout_s)

@@ -1,0 +1,146 @@
+"""Real credit model packages for tests and benchmarks, written with modelbus.packaging.
+
+Three builders, by what the caller needs: ``build_credit_package`` trains a small seeded MLP
+(predictions worth comparing); ``make_package`` writes seeded random weights without torch
+(fast, for the registry); ``untrained_package`` writes a seeded, untrained torch MLP and hands
+back its fitted preprocessor (for package and preprocessing checks).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelbus.data import generate_credit
+from modelbus.events import load_contract
+from modelbus.packaging import (
+    Preprocessor,
+    build_mlp,
+    build_profile,
+    package_sha256,
+    write_package,
+)
+
+CONTRACT = "credit"
+TYPED_REQUEST = "modelbus.models.credit.PredictionRequest"
+
+
+def credit_contract() -> dict[str, Any]:
+    """The credit data contract."""
+    return load_contract(CONTRACT)
+
+
+def credit_rows(n_rows: int, *, seed: int = 7) -> tuple[list[dict], list[int]]:
+    """Seeded Agrawal rows and labels."""
+    return generate_credit(n_rows, seed=seed)
+
+
+def build_credit_package(
+    directory: Path, *, name: str = "credit", seed: int = 1, n_rows: int = 2000, epochs: int = 30
+) -> str:
+    """Train a small seeded MLP on generated credit data, write its package; returns sha256."""
+    import torch
+
+    contract = credit_contract()
+    rows, labels = credit_rows(n_rows, seed=seed)
+    preprocessor = Preprocessor.fit(rows, contract)
+    x = torch.from_numpy(preprocessor.transform(rows))
+    y = torch.tensor(labels)
+    architecture = {
+        "kind": "mlp",
+        "input_dim": int(x.shape[1]),
+        "hidden": [32, 16],
+        "n_classes": 2,
+        "activation": "relu",
+    }
+    torch.manual_seed(seed)
+    module = build_mlp(architecture)
+    optimizer = torch.optim.Adam(module.parameters(), lr=0.01)
+    for _ in range(epochs):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(module(x), y)
+        loss.backward()
+        optimizer.step()
+    weights = {key: value.detach().numpy() for key, value in module.state_dict().items()}
+    write_package(
+        directory,
+        name=name,
+        contract=contract,
+        preprocessor=preprocessor,
+        runtime="torch-mlp",
+        weights=weights,
+        architecture=architecture,
+        profile=build_profile(rows, contract, labels=labels),
+        metrics={"loss": float(loss.detach())},
+        params={"seed": str(seed)},
+    )
+    return package_sha256(directory)
+
+
+def make_package(directory: Path, model: str, *, seed: int = 7) -> str:
+    """Write a small credit package named ``model``; returns its sha256 (of manifest.json)."""
+    contract = credit_contract()
+    rows, labels = generate_credit(60, seed=seed)
+    preprocessor = Preprocessor.fit(rows, contract)
+    architecture = {
+        "kind": "mlp",
+        "input_dim": preprocessor.n_outputs,
+        "hidden": [4],
+        "activation": "relu",
+        "n_classes": 2,
+    }
+    rng = np.random.default_rng(seed)
+    weights = {
+        "0.weight": rng.normal(size=(4, preprocessor.n_outputs)).astype(np.float32),
+        "0.bias": np.zeros(4, dtype=np.float32),
+        "2.weight": rng.normal(size=(2, 4)).astype(np.float32),
+        "2.bias": np.zeros(2, dtype=np.float32),
+    }
+    write_package(
+        directory,
+        name=model,
+        contract=contract,
+        preprocessor=preprocessor,
+        runtime="torch-mlp",
+        weights=weights,
+        architecture=architecture,
+        profile=build_profile(rows, contract, labels=labels),
+        metrics={"accuracy": 0.75},
+        params={"hidden": "4", "seed": str(seed)},
+    )
+    return package_sha256(directory)
+
+
+def untrained_package(
+    directory: Path, rows: list[dict], labels: list[int], *, runtime: str = "torch-mlp", **extra
+) -> tuple[Path, Preprocessor]:
+    """A small untrained-but-seeded credit package (training is the trainer's business)."""
+    import torch
+
+    contract = credit_contract()
+    preprocessor = Preprocessor.fit(rows, contract)
+    architecture = {
+        "kind": "mlp",
+        "input_dim": preprocessor.n_outputs,
+        "hidden": [16, 8],
+        "activation": "relu",
+        "n_classes": 2,
+    }
+    torch.manual_seed(7)
+    module = build_mlp(architecture)
+    write_package(
+        directory,
+        name="credit",
+        contract=contract,
+        preprocessor=preprocessor,
+        runtime=runtime,
+        weights={key: value.numpy() for key, value in module.state_dict().items()},
+        architecture=architecture,
+        profile=build_profile(rows, contract, labels=labels),
+        metrics={"accuracy": 0.5},
+        params={"hidden": "16,8"},
+        **extra,
+    )
+    return directory, preprocessor
