@@ -1,33 +1,49 @@
 #!/usr/bin/env bash
-# Run a single-node Apache Kafka broker (KRaft) from the Maven Central jars, without Docker.
+# Run Apache Kafka (KRaft) from the Maven Central jars, without Docker: one node, or a
+# cluster of KAFKA_BROKERS nodes on loopback sharing one controller quorum.
 #
-#   kafka.sh setup    resolve the jars into infra/kafka/libs (needs Java 17+ and Maven)
-#   kafka.sh up       format storage if needed, start in the background, wait until it answers
-#   kafka.sh down     stop the broker this script started (by pid)
-#   kafka.sh status   say whether it runs and where
+#   kafka.sh setup            resolve the jars into infra/kafka/libs (needs Java 17+ and Maven)
+#   kafka.sh up               format storage if needed, start in the background, wait until it answers
+#   kafka.sh down             stop every node this script started (by pid)
+#   kafka.sh status           say whether it runs and where
+#   kafka.sh stop-broker ID   stop node ID gracefully (SIGTERM)   } a cluster's fault drills;
+#   kafka.sh kill-broker ID   kill node ID at once (SIGKILL)      } `up` starts stopped nodes
+#   kafka.sh start-broker ID  start node ID again                 } again
 #
 # Settings (environment): KAFKA_PORT (19092), KAFKA_CONTROLLER_PORT (KAFKA_PORT + 1),
-# MODELBUS_RUN_DIR (<repo>/.run), KAFKA_START_TIMEOUT_S (60), KAFKA_HEAP (512m).
+# KAFKA_BROKERS (1), MODELBUS_RUN_DIR (<repo>/.run), KAFKA_START_TIMEOUT_S (60), KAFKA_HEAP (512m).
+# Node i of a cluster listens on KAFKA_PORT + 2(i-1) (clients) and the port after it (controller);
+# bootstrap servers: 127.0.0.1:KAFKA_PORT,127.0.0.1:KAFKA_PORT+2,...
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 port="${KAFKA_PORT:-19092}"
-controller_port="${KAFKA_CONTROLLER_PORT:-$((port + 1))}"
+brokers="${KAFKA_BROKERS:-1}"
 run_dir="${MODELBUS_RUN_DIR:-$repo/.run}/kafka-$port"
-data_dir="$run_dir/data"
-pid_file="$run_dir/kafka.pid"
-log_file="$run_dir/kafka.log"
 timeout_s="${KAFKA_START_TIMEOUT_S:-60}"
 classpath="$here/libs/*"
 
 say() { echo "kafka: $*" >&2; }
 
-running() { [[ -f "$pid_file" ]] && kill -0 "$(cat "$pid_file")" 2>/dev/null; }
+# A single node keeps the layout it always had; node i of a cluster lives under node-i/.
+node_dir() { if ((brokers == 1)); then echo "$run_dir"; else echo "$run_dir/node-$1"; fi; }
+node_port() { echo $((port + 2 * ($1 - 1))); }
+controller_port() {
+  if ((brokers == 1)); then echo "${KAFKA_CONTROLLER_PORT:-$((port + 1))}"; else echo $(($(node_port "$1") + 1)); fi
+}
+pid_file() { echo "$(node_dir "$1")/kafka.pid"; }
+log_file() { echo "$(node_dir "$1")/kafka.log"; }
+running() { [[ -f "$(pid_file "$1")" ]] && kill -0 "$(cat "$(pid_file "$1")")" 2>/dev/null; }
+bootstrap() {
+  local servers=() id
+  for id in $(seq 1 "$brokers"); do servers+=("127.0.0.1:$(node_port "$id")"); done
+  (IFS=,; echo "${servers[*]}")
+}
 
 answers() {
   java -cp "$classpath" -Dlog4j2.configurationFile="$here/log4j2.yaml" \
-    org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$port" --list >/dev/null 2>&1
+    org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$(node_port "$1")" --list >/dev/null 2>&1
 }
 
 setup() {
@@ -41,71 +57,144 @@ setup() {
     -DoutputDirectory="$here/libs" -DincludeScope=runtime
 }
 
-up() {
-  setup
-  if running; then
-    say "already running (pid $(cat "$pid_file")) on 127.0.0.1:$port"
-    return 0
-  fi
+configure() {
+  local id="$1" dir voters="" replication min_isr other
+  dir="$(node_dir "$id")"
+  for other in $(seq 1 "$brokers"); do voters+="${voters:+,}$other@127.0.0.1:$(controller_port "$other")"; done
+  replication=$((brokers >= 3 ? 3 : 1))
+  min_isr=$((brokers >= 3 ? 2 : 1))
+  mkdir -p "$dir"
+  sed -e "s|@NODE_ID@|$id|g" -e "s|@VOTERS@|$voters|g" -e "s|@PORT@|$(node_port "$id")|g" \
+    -e "s|@CONTROLLER_PORT@|$(controller_port "$id")|g" -e "s|@DATA_DIR@|$dir/data|g" \
+    -e "s|@REPLICATION@|$replication|g" -e "s|@MIN_ISR@|$min_isr|g" \
+    "$here/server.properties.template" >"$dir/server.properties"
+}
+
+format_storage() {
+  local cluster_id id
+  cluster_id_file="$run_dir/cluster.id"
   mkdir -p "$run_dir"
-  sed -e "s|@PORT@|$port|g" -e "s|@CONTROLLER_PORT@|$controller_port|g" -e "s|@DATA_DIR@|$data_dir|g" \
-    "$here/server.properties.template" >"$run_dir/server.properties"
-  if [[ ! -f "$data_dir/meta.properties" ]]; then
-    java -cp "$classpath" -Dlog4j2.configurationFile="$here/log4j2.yaml" kafka.tools.StorageTool format \
-      --ignore-formatted -t "$(java -cp "$classpath" kafka.tools.StorageTool random-uuid)" \
-      -c "$run_dir/server.properties" >>"$log_file" 2>&1 || { say "formatting storage failed:"; tail -n 30 "$log_file" >&2; exit 1; }
-  fi
-  say "starting on 127.0.0.1:$port (log: $log_file)"
+  [[ -f "$cluster_id_file" ]] || java -cp "$classpath" kafka.tools.StorageTool random-uuid >"$cluster_id_file"
+  cluster_id="$(cat "$cluster_id_file")"
+  for id in $(seq 1 "$brokers"); do
+    configure "$id"
+    if [[ ! -f "$(node_dir "$id")/data/meta.properties" ]]; then
+      java -cp "$classpath" -Dlog4j2.configurationFile="$here/log4j2.yaml" kafka.tools.StorageTool format \
+        --ignore-formatted -t "$cluster_id" -c "$(node_dir "$id")/server.properties" >>"$(log_file "$id")" 2>&1 \
+        || { say "formatting storage of node $id failed:"; tail -n 30 "$(log_file "$id")" >&2; exit 1; }
+    fi
+  done
+}
+
+start_node() {
+  local id="$1"
+  if running "$id"; then return 0; fi
+  configure "$id"
   nohup java -Xms"${KAFKA_HEAP:-512m}" -Xmx"${KAFKA_HEAP:-512m}" -XX:+UseG1GC \
     -Dlog4j2.configurationFile="$here/log4j2.yaml" -cp "$classpath" \
-    kafka.Kafka "$run_dir/server.properties" >>"$log_file" 2>&1 &
-  echo $! >"$pid_file"
-  local deadline=$((SECONDS + timeout_s))
-  until answers; do
-    if ! running; then
-      say "the broker exited while starting; last lines of $log_file:"
-      tail -n 40 "$log_file" >&2
-      rm -f "$pid_file"
+    kafka.Kafka "$(node_dir "$id")/server.properties" >>"$(log_file "$id")" 2>&1 &
+  echo $! >"$(pid_file "$id")"
+}
+
+wait_until_answers() {
+  local id="$1" deadline=$((SECONDS + timeout_s))
+  until answers "$id"; do
+    if ! running "$id"; then
+      say "node $id exited while starting; last lines of $(log_file "$id"):"
+      tail -n 40 "$(log_file "$id")" >&2
+      rm -f "$(pid_file "$id")"
       exit 1
     fi
     if ((SECONDS >= deadline)); then
-      say "no answer after ${timeout_s}s; last lines of $log_file:"
-      tail -n 40 "$log_file" >&2
+      say "node $id gave no answer after ${timeout_s}s; last lines of $(log_file "$id"):"
+      tail -n 40 "$(log_file "$id")" >&2
       exit 1
     fi
     sleep 1
   done
-  say "ready on 127.0.0.1:$port (pid $(cat "$pid_file"))"
 }
 
-down() {
-  if ! running; then
-    say "not running"
-    rm -f "$pid_file"
+up() {
+  setup
+  local id all_running=1
+  for id in $(seq 1 "$brokers"); do running "$id" || all_running=0; done
+  if ((all_running)); then
+    say "already running on $(bootstrap)"
     return 0
   fi
-  local pid
-  pid="$(cat "$pid_file")"
-  kill "$pid"
+  format_storage
+  for id in $(seq 1 "$brokers"); do
+    running "$id" || say "starting node $id on 127.0.0.1:$(node_port "$id") (log: $(log_file "$id"))"
+    start_node "$id"
+  done
+  for id in $(seq 1 "$brokers"); do wait_until_answers "$id"; done
+  say "ready on $(bootstrap)"
+}
+
+stop_node() {
+  local id="$1" signal="$2" pid
+  if ! running "$id"; then
+    rm -f "$(pid_file "$id")"
+    return 1
+  fi
+  pid="$(cat "$(pid_file "$id")")"
+  kill "-$signal" "$pid"
   for _ in $(seq 1 30); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 1
   done
   if kill -0 "$pid" 2>/dev/null; then
-    say "still running after 30s; killing pid $pid"
+    say "node $id still running after 30s; killing pid $pid"
     kill -9 "$pid" || true
   fi
-  rm -f "$pid_file"
+  rm -f "$(pid_file "$id")"
+}
+
+down() {
+  local id pids=() pid
+  # Every node at once: a node left alone without its quorum cannot shut down cleanly.
+  for id in $(seq 1 "$brokers"); do
+    if running "$id"; then pids+=("$(cat "$(pid_file "$id")")"); kill -TERM "${pids[-1]}"; fi
+    rm -f "$(pid_file "$id")"
+  done
+  if ((${#pids[@]} == 0)); then
+    say "not running"
+    return 0
+  fi
+  for _ in $(seq 1 30); do
+    local alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    ((alive)) || break
+    sleep 1
+  done
+  for pid in "${pids[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then
+      say "pid $pid still running after 30s; killing it"
+      kill -9 "$pid" || true
+    fi
+  done
   say "stopped"
 }
 
 status() {
-  if running; then
-    echo "running (pid $(cat "$pid_file")) on 127.0.0.1:$port"
-  else
+  local id up_nodes=()
+  for id in $(seq 1 "$brokers"); do running "$id" && up_nodes+=("$id"); done
+  if ((${#up_nodes[@]} == 0)); then
     echo "not running"
     return 3
   fi
+  if ((brokers == 1)); then
+    echo "running (pid $(cat "$(pid_file 1)")) on 127.0.0.1:$port"
+  else
+    echo "nodes ${up_nodes[*]} of $brokers running; bootstrap $(bootstrap)"
+  fi
+}
+
+node_arg() {
+  local id="${1:-}"
+  [[ "$id" =~ ^[0-9]+$ ]] && ((id >= 1 && id <= brokers)) \
+    || { say "name a node between 1 and $brokers (KAFKA_BROKERS=$brokers)"; exit 2; }
+  echo "$id"
 }
 
 case "${1:-}" in
@@ -113,5 +202,9 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 {setup|up|down|status}" >&2; exit 2 ;;
+  bootstrap) bootstrap ;;
+  stop-broker) id="$(node_arg "${2:-}")"; stop_node "$id" TERM || say "node $id was not running" ;;
+  kill-broker) id="$(node_arg "${2:-}")"; stop_node "$id" KILL || say "node $id was not running" ;;
+  start-broker) id="$(node_arg "${2:-}")"; start_node "$id"; wait_until_answers "$id"; say "node $id ready" ;;
+  *) echo "usage: $0 {setup|up|down|status|bootstrap|stop-broker ID|kill-broker ID|start-broker ID}" >&2; exit 2 ;;
 esac

@@ -33,6 +33,19 @@ class KafkaSettings(BaseSettings):
         ge=1024,
         description="Largest message a producer may send; larger requests are dead-lettered.",
     )
+    replication_factor: int | None = Field(
+        default=None,
+        ge=1,
+        description="Copies of each partition of the topics modelbus creates; default 3 on a "
+        "cluster of three or more brokers, else 1. The lifecycle and schemas topics never get "
+        "fewer than that default.",
+    )
+    min_insync_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        description="Copies that must have a write before it is acknowledged (producers use "
+        "acks=all); default 2 with three or more copies, else 1.",
+    )
     models: list[str] = Field(
         default_factory=lambda: ["credit"],
         description="Models whose data topics and contracts this deployment serves.",

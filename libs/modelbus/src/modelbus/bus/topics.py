@@ -26,6 +26,60 @@ class TopicSpec:
     name: str
     partitions: int
     config: dict[str, str] = field(default_factory=dict)
+    critical: bool = False
+    """The audit log and the schemas: never fewer copies than the cluster's default."""
+
+
+@dataclass(frozen=True, slots=True)
+class Durability:
+    """How many copies of each partition, and how many must acknowledge a write."""
+
+    replication_factor: int
+    min_insync_replicas: int
+
+
+class DurabilityError(ValueError):
+    """The asked durability cannot be had on this cluster."""
+
+
+def plan_durability(
+    brokers: int,
+    *,
+    replication_factor: int | None = None,
+    min_insync_replicas: int | None = None,
+    critical: bool = False,
+) -> Durability:
+    """3 copies / 2 in sync on a cluster of three or more brokers, 1/1 below; overridable.
+
+    A critical topic never gets fewer copies than that default, whatever the override.
+
+    >>> plan_durability(1)
+    Durability(replication_factor=1, min_insync_replicas=1)
+    >>> plan_durability(5)
+    Durability(replication_factor=3, min_insync_replicas=2)
+    >>> plan_durability(3, replication_factor=1)
+    Durability(replication_factor=1, min_insync_replicas=1)
+    >>> plan_durability(3, replication_factor=1, critical=True)
+    Durability(replication_factor=3, min_insync_replicas=2)
+    """
+    default = Durability(3, 2) if brokers >= 3 else Durability(1, 1)
+    copies = replication_factor or default.replication_factor
+    if critical:
+        copies = max(copies, default.replication_factor)
+    if copies > brokers:
+        raise DurabilityError(
+            f"replication factor {copies} is larger than the cluster ({brokers} broker(s)); "
+            f"set MODELBUS_REPLICATION_FACTOR to at most {brokers} or add brokers"
+        )
+    in_sync = min_insync_replicas or (2 if copies >= 3 else 1)
+    if critical:
+        in_sync = max(in_sync, default.min_insync_replicas)
+    if in_sync > copies:
+        raise DurabilityError(
+            f"min.insync.replicas {in_sync} exceeds the replication factor {copies}; "
+            "every write would be refused"
+        )
+    return Durability(copies, in_sync)
 
 
 def data_topic(model: str, kind: str) -> str:
@@ -73,9 +127,13 @@ def topic_specs(models: list[str], *, data_partitions: int, retention_ms: int) -
     retention = {"retention.ms": str(retention_ms)}
     specs = [
         # The audit log: kept forever and never compacted.
-        TopicSpec(LIFECYCLE_TOPIC, 1, {"retention.ms": "-1", "cleanup.policy": "delete"}),
+        TopicSpec(
+            LIFECYCLE_TOPIC, 1, {"retention.ms": "-1", "cleanup.policy": "delete"}, critical=True
+        ),
         # One record per fingerprint is all a reader needs, forever.
-        TopicSpec(SCHEMAS_TOPIC, 1, {"cleanup.policy": "compact", "retention.ms": "-1"}),
+        TopicSpec(
+            SCHEMAS_TOPIC, 1, {"cleanup.policy": "compact", "retention.ms": "-1"}, critical=True
+        ),
         TopicSpec(HEALTH_TOPIC, 1, retention),
         TopicSpec(SHARED_DLQ_TOPIC, 1, retention),
     ]
@@ -87,18 +145,38 @@ def topic_specs(models: list[str], *, data_partitions: int, retention_ms: int) -
 
 
 def ensure_topics(
-    bootstrap_servers: str, specs: list[TopicSpec], timeout_s: float = 30.0
+    bootstrap_servers: str,
+    specs: list[TopicSpec],
+    timeout_s: float = 30.0,
+    *,
+    replication_factor: int | None = None,
+    min_insync_replicas: int | None = None,
 ) -> list[str]:
-    """Create the topics that do not exist yet; returns the names created."""
+    """Create the topics that do not exist yet; returns the names created.
+
+    Durability follows ``plan_durability`` for the number of brokers the cluster has now;
+    DurabilityError names the fix when the cluster is too small for what is asked.
+    """
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
-    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    metadata = admin.list_topics(timeout=timeout_s)
+    existing = set(metadata.topics)
     missing = [spec for spec in specs if spec.name not in existing]
     if not missing:
         return []
-    futures = admin.create_topics(
-        [NewTopic(spec.name, spec.partitions, 1, config=spec.config) for spec in missing],
-        operation_timeout=timeout_s,
-    )
+    brokers = len(metadata.brokers)
+    new_topics = []
+    for spec in missing:
+        durability = plan_durability(
+            brokers,
+            replication_factor=replication_factor,
+            min_insync_replicas=min_insync_replicas,
+            critical=spec.critical,
+        )
+        config = {**spec.config, "min.insync.replicas": str(durability.min_insync_replicas)}
+        new_topics.append(
+            NewTopic(spec.name, spec.partitions, durability.replication_factor, config=config)
+        )
+    futures = admin.create_topics(new_topics, operation_timeout=timeout_s)
     created = []
     for name, future in futures.items():
         try:
@@ -108,3 +186,20 @@ def ensure_topics(
             if "TOPIC_ALREADY_EXISTS" not in str(error):
                 raise
     return created
+
+
+def describe_topics(bootstrap_servers: str, names: list[str], timeout_s: float = 30.0) -> dict:
+    """name -> (partitions, replication factor, min.insync.replicas) of existing topics."""
+    from confluent_kafka.admin import ConfigResource
+
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    metadata = admin.list_topics(timeout=timeout_s)
+    present = [name for name in names if name in metadata.topics]
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in present]
+    described: dict[str, tuple[int, int, int]] = {}
+    for resource, future in admin.describe_configs(resources).items():
+        partitions = metadata.topics[resource.name].partitions
+        replicas = min(len(p.replicas) for p in partitions.values())
+        min_isr = int(future.result()["min.insync.replicas"].value)
+        described[resource.name] = (len(partitions), replicas, min_isr)
+    return described

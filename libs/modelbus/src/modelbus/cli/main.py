@@ -53,17 +53,34 @@ def topics_create(
         int | None, typer.Option(help="Partitions per data topic (default: settings).")
     ] = None,
 ) -> None:
-    """Create every topic with its retention and cleanup policy (existing ones are kept)."""
+    """Create every topic with its retention, cleanup policy and durability (existing ones are
+    kept); refuses a replication factor larger than the cluster."""
+    from modelbus.bus.topics import DurabilityError, describe_topics
+
     settings = _settings()
     specs = topic_specs(
         settings.models,
         data_partitions=partitions or settings.data_partitions,
         retention_ms=settings.data_retention_ms,
     )
-    created = ensure_topics(settings.bootstrap_servers, specs)
+    try:
+        created = ensure_topics(
+            settings.bootstrap_servers,
+            specs,
+            replication_factor=settings.replication_factor,
+            min_insync_replicas=settings.min_insync_replicas,
+        )
+    except DurabilityError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from error
+    described = describe_topics(settings.bootstrap_servers, [spec.name for spec in specs])
     for spec in specs:
         state = "created" if spec.name in created else "exists"
-        console.print(f"{state:8} {spec.name}  partitions={spec.partitions} {spec.config}")
+        count, replicas, min_isr = described.get(spec.name, (spec.partitions, 0, 0))
+        console.print(
+            f"{state:8} {spec.name}  partitions={count} replicas={replicas} "
+            f"min.insync.replicas={min_isr} {spec.config}"
+        )
 
 
 def describe(event: Any) -> str:
