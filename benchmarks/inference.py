@@ -32,11 +32,12 @@ from typing import Any
 
 import httpx
 import numpy as np
-from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from benchmarks.codec import passthrough
 from benchmarks.common import RESULTS, write_result
+from modelbus.bus.reading import follow_from_now
 from modelbus.bus.topics import data_topic
 from modelbus.config import KafkaSettings
 from modelbus.events import new_meta
@@ -220,17 +221,12 @@ def _paced_latency(
     produced, before the commit) can be told apart from the transaction and delivery.
     """
     topic = data_topic(model, "requests")
-    reader = Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "group.id": f"bench-reader-{uuid.uuid4()}",
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": 5,
-        }
+    reader = follow_from_now(
+        settings.bootstrap_servers,
+        data_topic(model, "predictions"),
+        purpose="bench-reader",
+        extra={"fetch.wait.max.ms": 5},
     )
-    predictions = data_topic(model, "predictions")
-    reader.assign([TopicPartition(predictions, p, OFFSET_END) for p in range(PARTITIONS)])
     reader.consume(100, 1.0)
     count = max(int(rate_per_s * seconds), 100)
     rows, _ = credit_rows(1000, seed=3)

@@ -13,7 +13,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from modelbus.bus import LIFECYCLE_TOPIC, Publisher, ensure_topics, topic_specs
-from modelbus.bus.reading import read_topic
+from modelbus.bus.reading import end_offsets, read_events, read_only_consumer
 from modelbus.bus.schema_topic import kafka_schema_store
 from modelbus.bus.topics import data_topic
 from modelbus.config import KafkaSettings
@@ -96,14 +96,7 @@ class TopicReader:
 
     def __init__(self, bootstrap: str, topic: str, codec: Codec, partitions: int = 4) -> None:
         self.codec = codec
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"test-reader-{uuid.uuid4()}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-            }
-        )
+        self.consumer = read_only_consumer(bootstrap, purpose="test-reader")
         self.consumer.assign(
             [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)]
         )
@@ -144,18 +137,11 @@ def start_at_log_end(bootstrap_servers: str, group_id: str) -> None:
     """Commit ``group_id`` at the lifecycle log's current end, so history before now is skipped."""
     consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": group_id})
     try:
-        metadata = consumer.list_topics(LIFECYCLE_TOPIC, timeout=10)
-        ends = [
-            TopicPartition(
-                LIFECYCLE_TOPIC,
-                partition,
-                consumer.get_watermark_offsets(
-                    TopicPartition(LIFECYCLE_TOPIC, partition), timeout=10
-                )[1],
-            )
-            for partition in metadata.topics[LIFECYCLE_TOPIC].partitions
-        ]
-        consumer.commit(offsets=ends, asynchronous=False)
+        ends = end_offsets(consumer, LIFECYCLE_TOPIC)
+        consumer.commit(
+            offsets=[TopicPartition(LIFECYCLE_TOPIC, p, end) for p, end in ends.items()],
+            asynchronous=False,
+        )
     finally:
         consumer.close()
 
@@ -175,14 +161,13 @@ class Bus:
 
     def lifecycle(self, model: str) -> list[Any]:
         """Every lifecycle event about ``model`` so far, in log order."""
-        events = []
-        for envelope in read_topic(self.settings.bootstrap_servers, LIFECYCLE_TOPIC):
-            if envelope.key != model.encode() or not envelope.value:
-                continue
-            event = self.codec.decode(envelope.value)
-            if not isinstance(event, GenericRecord):
-                events.append(event)
-        return events
+        return [
+            event
+            for event in read_events(
+                self.settings.bootstrap_servers, LIFECYCLE_TOPIC, self.codec, key=model
+            )
+            if not isinstance(event, GenericRecord)
+        ]
 
     def wait_for(
         self,

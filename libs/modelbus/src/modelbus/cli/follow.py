@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
-
 from modelbus.bus.envelope import from_confluent
-from modelbus.bus.reading import end_offsets
+from modelbus.bus.reading import follow_from_now
 from modelbus.events import Codec, CodecError
 
 
@@ -21,20 +18,7 @@ class TopicFollower:
     def __init__(self, bootstrap_servers: str, topic: str, codec: Codec) -> None:
         self.codec = codec
         self._unseen: deque[Any] = deque()
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap_servers,
-                "group.id": f"modelbus-follower-{uuid.uuid4()}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-            }
-        )
-        self.consumer.assign(
-            [
-                TopicPartition(topic, partition, end)
-                for partition, end in end_offsets(self.consumer, topic).items()
-            ]
-        )
+        self.consumer = follow_from_now(bootstrap_servers, topic, purpose="follower")
 
     def poll(self, timeout_s: float = 0.5) -> list[Any]:
         """Decoded events that arrived since the last poll (undecodable ones are skipped)."""

@@ -15,11 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
-
 from modelbus.bus import Publisher, data_topic
 from modelbus.bus.envelope import from_confluent
-from modelbus.bus.reading import end_offsets
+from modelbus.bus.reading import follow_from_now
 from modelbus.config import KafkaSettings
 from modelbus.events import Codec, CodecError, new_meta
 from modelbus.events import types as t
@@ -90,17 +88,8 @@ class LiveTraffic:
         self._stop = threading.Event()
         self._sending = threading.Event()
         self._sending.set()
-        self._results = Consumer(
-            {
-                "bootstrap.servers": settings.bootstrap_servers,
-                "group.id": f"modelbus-demo-results-{uuid.uuid4()}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-            }
-        )
-        topic = data_topic(model, "predictions")
-        self._results.assign(
-            [TopicPartition(topic, p, end) for p, end in end_offsets(self._results, topic).items()]
+        self._results = follow_from_now(
+            settings.bootstrap_servers, data_topic(model, "predictions"), purpose="demo-results"
         )
         self._threads = [
             threading.Thread(target=self._send_loop, name="demo-requests", daemon=True),
