@@ -6,6 +6,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelbus.bus.chain import Link, broken_links
 from modelbus.events import types as t
 
 
@@ -25,13 +26,15 @@ class AuditReport:
         return not self.problems
 
 
-def audit(events: list[Any]) -> AuditReport:
-    """Check ids are unique, causes precede effects, and versions count up from 1 per model.
+def audit(events: list[Any], *, links: list[Link] | None = None) -> AuditReport:
+    """Check ids are unique, causes precede effects, versions count up from 1 per model, and
+    (given the messages as ``links``) that no event was removed from or altered in the log.
 
     Delivery is at least once: an event written again unchanged (a redelivered answer) is
     counted, not a problem; the same id with other content is.
     """
     report = AuditReport(events=events)
+    report.problems += broken_links(links or [])
     seen: dict[str, Any] = {}
     chains: dict[str, list[Any]] = defaultdict(list)
     for event in events:
@@ -60,3 +63,26 @@ def audit(events: list[Any]) -> AuditReport:
             report.problems.append(f"{model}: version(s) {duplicates} registered more than once")
     report.chains = dict(chains)
     return report
+
+
+def tampered_artifacts(events: list[Any]) -> list[str]:
+    """Each registered package whose files no longer match the sha256 the log recorded.
+
+    Reads the packages the ModelRegistered events point at (the registry's verified copies).
+    """
+    from modelbus.packaging import PackageError, resolve_package, verify_package
+
+    problems = []
+    for event in events:
+        if not isinstance(event, t.ModelRegistered):
+            continue
+        try:
+            verify_package(
+                resolve_package(event.artifact_uri), expected_sha256=event.artifact_sha256
+            )
+        except (PackageError, OSError, ValueError) as error:
+            problems.append(
+                f"artifact of {event.model} v{event.version} ({event.artifact_uri}) does not "
+                f"match what was registered: {error}"
+            )
+    return problems

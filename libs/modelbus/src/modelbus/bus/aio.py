@@ -8,9 +8,10 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from modelbus.bus.chain import Chain
 from modelbus.bus.dispatch import Dispatcher
 from modelbus.bus.envelope import FINGERPRINT_HEADER, TYPE_HEADER, Envelope, headers_to_dict
-from modelbus.bus.topics import SCHEMAS_TOPIC, dlq_topic_for, route
+from modelbus.bus.topics import LIFECYCLE_TOPIC, SCHEMAS_TOPIC, dlq_topic_for, route
 from modelbus.config import KafkaSettings
 from modelbus.events import Codec, SchemaStore
 
@@ -29,6 +30,8 @@ class AsyncPublisher:
             linger_ms=5,
         )
         self._published_fingerprints: set[bytes] = set()
+        self.chain = Chain(client_id)
+        self._chain_lock = asyncio.Lock()
 
     async def start(self) -> None:
         """Connect."""
@@ -51,15 +54,19 @@ class AsyncPublisher:
             )
             self._published_fingerprints.add(known.fingerprint)
         chosen_key = key if key is not None else routed_key
-        await self.producer.send_and_wait(
-            topic or routed_topic,
-            self.codec.encode_record(event.to_avro(), known),
-            key=chosen_key.encode() if isinstance(chosen_key, str) else chosen_key,
-            headers=[
-                (TYPE_HEADER, known.name.encode()),
-                (FINGERPRINT_HEADER, known.fingerprint.hex().encode()),
-            ],
-        )
+        raw_key = chosen_key.encode() if isinstance(chosen_key, str) else chosen_key
+        value = self.codec.encode_record(event.to_avro(), known)
+        headers = [
+            (TYPE_HEADER, known.name.encode()),
+            (FINGERPRINT_HEADER, known.fingerprint.hex().encode()),
+        ]
+        destination = topic or routed_topic
+        if destination != LIFECYCLE_TOPIC:
+            await self.producer.send_and_wait(destination, value, key=raw_key, headers=headers)
+            return
+        async with self._chain_lock:  # links are numbered in the order they are produced
+            headers += self.chain.link(raw_key or b"", value)
+            await self.producer.send_and_wait(destination, value, key=raw_key, headers=headers)
 
 
 class AsyncConsumerLoop:

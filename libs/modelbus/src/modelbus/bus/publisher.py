@@ -7,8 +7,9 @@ from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from modelbus.bus.chain import Chain
 from modelbus.bus.envelope import FINGERPRINT_HEADER, TYPE_HEADER
-from modelbus.bus.topics import SCHEMAS_TOPIC, route
+from modelbus.bus.topics import LIFECYCLE_TOPIC, SCHEMAS_TOPIC, route
 from modelbus.config import KafkaSettings
 from modelbus.events import Codec, KnownSchema, SchemaStore
 
@@ -52,6 +53,7 @@ class Publisher:
         self._published_fingerprints: set[bytes] = set()
         self._errors: list[str] = []
         self._lock = threading.Lock()
+        self.chain = Chain(client_id)
 
     def publish(
         self,
@@ -84,6 +86,21 @@ class Publisher:
         headers: list[tuple[str, str | bytes | None]] = [(TYPE_HEADER, schema_name.encode())]
         if known is not None:
             headers.append((FINGERPRINT_HEADER, known.fingerprint.hex().encode()))
+        if topic != LIFECYCLE_TOPIC:
+            self._produce(topic, key, value, headers)
+            return
+        raw_key = key.encode() if isinstance(key, str) else key or b""
+        with self.chain.lock:  # links are numbered in the order they are produced
+            headers.extend(self.chain.link(raw_key, value))
+            self._produce(topic, key, value, headers)
+
+    def _produce(
+        self,
+        topic: str,
+        key: str | bytes | None,
+        value: bytes,
+        headers: list[tuple[str, str | bytes | None]],
+    ) -> None:
         while True:
             try:
                 self.producer.produce(

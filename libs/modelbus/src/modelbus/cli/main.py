@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from modelbus.bus import LIFECYCLE_TOPIC, Publisher, ensure_topics, topic_specs
@@ -143,19 +144,33 @@ def events_tail(
 @app.command("audit")
 def audit_command(
     model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
+    topic: Annotated[
+        str, typer.Option(help="Lifecycle topic to audit (e.g. a copy of the log).")
+    ] = LIFECYCLE_TOPIC,
+    artifacts: Annotated[
+        bool, typer.Option(help="Check each registered package's files against its sha256.")
+    ] = True,
 ) -> None:
-    """Replay the lifecycle log into a verified timeline; exit 1 if it is inconsistent."""
-    from modelbus.audit import audit
+    """Replay the lifecycle log into a verified timeline; exit 1 naming every problem found:
+    an event removed or altered, a broken causation chain, versions out of order, a package
+    whose files no longer match what was registered."""
+    from modelbus.audit import audit, tampered_artifacts
+    from modelbus.bus.chain import Link
 
     settings = _settings()
     codec = _codec(settings)
-    events = []
-    for envelope in read_topic(settings.bootstrap_servers, LIFECYCLE_TOPIC):
-        event = codec.decode(envelope.value or b"", where=envelope.where)
-        if isinstance(event, GenericRecord) or (model and getattr(event, "model", None) != model):
+    events, links = [], []
+    for envelope in read_topic(settings.bootstrap_servers, topic):
+        if model is not None and envelope.key != model.encode():
             continue
-        events.append(event)
-    report = audit(events)
+        links.append(Link(envelope.where, envelope.key or b"", envelope.value or b"",
+                          envelope.headers))  # fmt: skip
+        event = codec.decode(envelope.value or b"", where=envelope.where)
+        if not isinstance(event, GenericRecord):
+            events.append(event)
+    report = audit(events, links=links)
+    if artifacts:
+        report.problems += tampered_artifacts(events)
     for correlation_id, chain in report.chains.items():
         table = Table(title=f"loop {correlation_id}", show_lines=False)
         for column in ("time", "event", "detail"):
@@ -168,11 +183,11 @@ def audit_command(
     if report.ok:
         console.print(
             f"[green]{len(events)} events ({report.redeliveries} redelivered), "
-            "log consistent[/green]"
+            "log consistent and whole[/green]"
         )
         return
     for problem in report.problems:
-        console.print(f"[red]{problem}[/red]")
+        console.print(f"[red]{escape(problem)}[/red]")
     raise typer.Exit(1)
 
 
