@@ -64,15 +64,13 @@ def build_credit_package(
         loss.backward()
         optimizer.step()
     weights = {key: value.detach().numpy() for key, value in module.state_dict().items()}
-    write_package(
+    _write(
         directory,
-        name=name,
-        contract=contract,
-        preprocessor=preprocessor,
-        runtime="torch-mlp",
-        weights=weights,
+        name,
+        preprocessor,
+        (rows, labels),
         architecture=architecture,
-        profile=build_profile(rows, contract, labels=labels),
+        weights=weights,
         metrics={"loss": float(loss.detach())},
         params={"seed": str(seed)},
     )
@@ -98,15 +96,13 @@ def make_package(directory: Path, model: str, *, seed: int = 7) -> str:
         "2.weight": rng.normal(size=(2, 4)).astype(np.float32),
         "2.bias": np.zeros(2, dtype=np.float32),
     }
-    write_package(
+    _write(
         directory,
-        name=model,
-        contract=contract,
-        preprocessor=preprocessor,
-        runtime="torch-mlp",
-        weights=weights,
+        model,
+        preprocessor,
+        (rows, labels),
         architecture=architecture,
-        profile=build_profile(rows, contract, labels=labels),
+        weights=weights,
         metrics={"accuracy": 0.75},
         params={"hidden": "4", "seed": str(seed)},
     )
@@ -130,17 +126,39 @@ def untrained_package(
     }
     torch.manual_seed(7)
     module = build_mlp(architecture)
-    write_package(
+    _write(
         directory,
-        name="credit",
-        contract=contract,
-        preprocessor=preprocessor,
-        runtime=runtime,
-        weights={key: value.numpy() for key, value in module.state_dict().items()},
+        "credit",
+        preprocessor,
+        (rows, labels),
         architecture=architecture,
-        profile=build_profile(rows, contract, labels=labels),
+        weights={key: value.numpy() for key, value in module.state_dict().items()},
         metrics={"accuracy": 0.5},
         params={"hidden": "16,8"},
+        runtime=runtime,
         **extra,
     )
     return directory, preprocessor
+
+
+def _write(
+    directory: Path,
+    name: str,
+    preprocessor: Preprocessor,
+    data: tuple[list[dict], list[int]],
+    *,
+    runtime: str = "torch-mlp",
+    **fields: Any,
+) -> None:
+    """write_package for a credit model, its drift profile taken from the training rows."""
+    rows, labels = data
+    contract = credit_contract()
+    write_package(
+        directory,
+        name=name,
+        contract=contract,
+        preprocessor=preprocessor,
+        runtime=runtime,
+        profile=build_profile(rows, contract, labels=labels),
+        **fields,
+    )

@@ -20,6 +20,7 @@ from tests.support.architecture import (
     pure_modules,
     static_violations,
 )
+from tests.support.files import write_tree
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("torch",)
@@ -86,11 +87,7 @@ BROKEN_TREE = {
 
 @pytest.fixture
 def broken_tree(tmp_path: Path) -> Path:
-    for relative, text in BROKEN_TREE.items():
-        path = tmp_path / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return tmp_path
+    return write_tree(tmp_path, BROKEN_TREE)
 
 
 def test_each_broken_rule_is_reported_with_its_file_and_line(broken_tree: Path) -> None:

@@ -17,6 +17,7 @@ from modelbus.catalogue import (
     section,
     with_section,
 )
+from tests.support.files import write_tree
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -93,11 +94,7 @@ request = t.TrainingRequested(model="m")
 
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
-    for relative, text in SOURCES.items():
-        path = tmp_path / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return tmp_path
+    return write_tree(tmp_path, SOURCES)
 
 
 def test_handler_keys_and_declared_tuples_are_consumed_and_constructors_produced(
