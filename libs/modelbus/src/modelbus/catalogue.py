@@ -73,12 +73,12 @@ def scan(folder: Path) -> tuple[set[str], set[str]]:
             if isinstance(node, ast.Call) and (name := _event_name(node.func)):
                 produced.add(name)
         for statement in tree.body:
+            target: ast.expr | None = None
+            value: ast.expr | None = None
             if isinstance(statement, ast.Assign) and len(statement.targets) == 1:
                 target, value = statement.targets[0], statement.value
             elif isinstance(statement, ast.AnnAssign):
                 target, value = statement.target, statement.value
-            else:
-                continue
             label = getattr(target, "id", "")
             if label in ("EVENT_HANDLERS", "CONSUMES"):
                 consumed |= _names(value)
