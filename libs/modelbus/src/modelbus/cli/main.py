@@ -11,12 +11,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from modelbus.bus import LIFECYCLE_TOPIC, Publisher, ensure_topics, topic_specs
 from modelbus.bus.reading import read_topic
 from modelbus.bus.schema_topic import kafka_schema_store
+from modelbus.cli.audits import audit_app, replay
 from modelbus.cli.processes import ServiceProcess
 from modelbus.config import KafkaSettings
 from modelbus.events import Codec, CodecError, GenericRecord, build_codec, new_meta
@@ -32,6 +31,8 @@ topics_app = typer.Typer(help="Create and list modelbus topics.", no_args_is_hel
 events_app = typer.Typer(help="Read events off the bus.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(events_app, name="events")
+app.add_typer(audit_app, name="audit")
+app.command("replay")(replay)
 console = Console()
 
 SERVICES = ("registry", "trainer", "inference", "monitor", "deployer")
@@ -139,56 +140,6 @@ def events_tail(
             continue
         when = getattr(getattr(event, "meta", None), "occurred_at", "")
         console.print(f"[dim]{envelope.where} {when}[/dim] {one_line(event)}")
-
-
-@app.command("audit")
-def audit_command(
-    model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
-    topic: Annotated[
-        str, typer.Option(help="Lifecycle topic to audit (e.g. a copy of the log).")
-    ] = LIFECYCLE_TOPIC,
-    artifacts: Annotated[
-        bool, typer.Option(help="Check each registered package's files against its sha256.")
-    ] = True,
-) -> None:
-    """Replay the lifecycle log into a verified timeline; exit 1 naming every problem found:
-    an event removed or altered, a broken causation chain, versions out of order, a package
-    whose files no longer match what was registered."""
-    from modelbus.audit import audit, tampered_artifacts
-    from modelbus.bus.chain import Link
-
-    settings = _settings()
-    codec = _codec(settings)
-    events, links = [], []
-    for envelope in read_topic(settings.bootstrap_servers, topic):
-        if model is not None and envelope.key != model.encode():
-            continue
-        links.append(Link(envelope.where, envelope.key or b"", envelope.value or b"",
-                          envelope.headers))  # fmt: skip
-        event = codec.decode(envelope.value or b"", where=envelope.where)
-        if not isinstance(event, GenericRecord):
-            events.append(event)
-    report = audit(events, links=links)
-    if artifacts:
-        report.problems += tampered_artifacts(events)
-    for correlation_id, chain in report.chains.items():
-        table = Table(title=f"loop {correlation_id}", show_lines=False)
-        for column in ("time", "event", "detail"):
-            table.add_column(column)
-        for event in chain:
-            table.add_row(str(event.meta.occurred_at), type(event).__name__, describe(event))
-        console.print(table)
-    for model_name, versions in report.versions.items():
-        console.print(f"{model_name}: versions {versions}")
-    if report.ok:
-        console.print(
-            f"[green]{len(events)} events ({report.redeliveries} redelivered), "
-            "log consistent and whole[/green]"
-        )
-        return
-    for problem in report.problems:
-        console.print(f"[red]{escape(problem)}[/red]")
-    raise typer.Exit(1)
 
 
 @app.command("selfcheck")

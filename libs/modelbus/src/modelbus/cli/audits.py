@@ -1,0 +1,244 @@
+"""``modelbus audit`` and ``modelbus replay``: the log verified, answers reproduced."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from modelbus.bus import LIFECYCLE_TOPIC
+from modelbus.bus.reading import read_topic
+from modelbus.bus.schema_topic import kafka_schema_store
+from modelbus.cli.render import one_line
+from modelbus.config import KafkaSettings
+from modelbus.events import Codec, GenericRecord, build_codec
+
+audit_app = typer.Typer(
+    help="Verify the lifecycle log, or reproduce answered predictions from registered versions."
+)
+console = Console()
+
+
+def _settings() -> KafkaSettings:
+    return KafkaSettings()
+
+
+def _codec(settings: KafkaSettings) -> Codec:
+    return build_codec(
+        kafka_schema_store(settings.bootstrap_servers), models=tuple(settings.models)
+    )
+
+
+@audit_app.callback(invoke_without_command=True)
+def audit_command(
+    context: typer.Context,
+    model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
+    topic: Annotated[
+        str, typer.Option(help="Lifecycle topic to audit (e.g. a copy of the log).")
+    ] = LIFECYCLE_TOPIC,
+    artifacts: Annotated[
+        bool, typer.Option(help="Check each registered package's files against its sha256.")
+    ] = True,
+) -> None:
+    """Replay the lifecycle log into a verified timeline; exit 1 naming every problem found:
+    an event removed or altered, a broken causation chain, versions out of order, a package
+    whose files no longer match what was registered."""
+    from modelbus.audit import audit, tampered_artifacts
+    from modelbus.bus.chain import Link
+
+    if context.invoked_subcommand is not None:
+        return
+    settings = _settings()
+    codec = _codec(settings)
+    events, links = [], []
+    for envelope in read_topic(settings.bootstrap_servers, topic):
+        if model is not None and envelope.key != model.encode():
+            continue
+        links.append(Link(envelope.where, envelope.key or b"", envelope.value or b"",
+                          envelope.headers))  # fmt: skip
+        event = codec.decode(envelope.value or b"", where=envelope.where)
+        if not isinstance(event, GenericRecord):
+            events.append(event)
+    report = audit(events, links=links)
+    if artifacts:
+        report.problems += tampered_artifacts(events)
+    for correlation_id, chain in report.chains.items():
+        table = Table(title=f"loop {correlation_id}", show_lines=False)
+        for column in ("time", "event", "detail"):
+            table.add_column(column)
+        for event in chain:
+            table.add_row(str(event.meta.occurred_at), type(event).__name__, one_line(event))
+        console.print(table)
+    for model_name, versions in report.versions.items():
+        console.print(f"{model_name}: versions {versions}")
+    if report.ok:
+        console.print(
+            f"[green]{len(events)} events ({report.redeliveries} redelivered), "
+            "log consistent and whole[/green]"
+        )
+        return
+    for problem in report.problems:
+        console.print(f"[red]{escape(problem)}[/red]")
+    raise typer.Exit(1)
+
+
+@audit_app.command("prediction")
+def audit_prediction(
+    request_ids: Annotated[list[str], typer.Argument(help="Request id(s) to reproduce.")],
+    model: Annotated[str, typer.Option(help="Model the requests were sent to.")] = "credit",
+) -> None:
+    """Find each request and its committed result, load exactly the version that answered
+    (sha256 checked), recompute, and show that the scores match bit for bit, with lineage."""
+    _reproduce(model, request_ids=set(request_ids), sample=None, seed=0, verbose=True)
+
+
+@audit_app.command("predictions")
+def audit_predictions(
+    model: Annotated[str, typer.Option(help="Model whose answers to reproduce.")] = "credit",
+    sample: Annotated[
+        int, typer.Option(help="How many answered requests, chosen at random.")
+    ] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the random choice.")] = 0,
+) -> None:
+    """Reproduce a random sample of answered requests; exit 1 if any score differs."""
+    _reproduce(model, request_ids=None, sample=sample, seed=seed, verbose=False)
+
+
+def _reproduce(
+    model: str, *, request_ids: set[str] | None, sample: int | None, seed: int, verbose: bool
+) -> None:
+    from modelbus.cli.replay import (
+        compare_scores,
+        load_version,
+        read_answered,
+        registrations,
+        rescore,
+    )
+
+    settings = _settings()
+    codec = _codec(settings)
+    answered = read_answered(settings.bootstrap_servers, codec, model, request_ids=request_ids)
+    missing = sorted((request_ids or set()) - set(answered))
+    if missing:
+        console.print(f"[red]no request {missing[:5]} in {model}'s requests topic[/red]")
+        raise typer.Exit(1)
+    with_results = sorted(rid for rid, a in answered.items() if a.result is not None)
+    if sample is not None:
+        with_results = sorted(
+            random.Random(seed).sample(with_results, min(sample, len(with_results)))
+        )
+    versions = registrations(settings.bootstrap_servers, codec, model)
+    failed = False
+    by_version: dict[int, list[str]] = {}
+    for rid in with_results:
+        by_version.setdefault(answered[rid].result.version, []).append(rid)  # type: ignore[union-attr]
+    for version, ids in sorted(by_version.items()):
+        registration = versions.get(version)
+        if registration is None:
+            console.print(
+                f"[red]v{version} answered {len(ids)} requests but was never registered[/red]"
+            )
+            failed = True
+            continue
+        loaded = load_version(registration)
+        rows = [dict(answered[rid].request.features) for rid in ids]
+        scores = rescore(loaded, rows)
+        committed = [list(answered[rid].result.scores) for rid in ids]  # type: ignore[union-attr]
+        outcome = compare_scores(ids, committed, scores)
+        verdict = "[green]identical[/green]" if outcome.exact else "[red]DIFFERENT[/red]"
+        where = f"{registration.artifact_uri}, sha256 {registration.artifact_sha256[:12]}"
+        console.print(
+            f"v{version} ({where}): {outcome.identical}/{outcome.compared} {verdict}, "
+            f"max |diff| {outcome.max_abs_diff:.3g}"
+        )
+        if verbose:
+            for rid, recomputed in zip(ids, scores, strict=True):
+                result = answered[rid].result
+                console.print(
+                    f"  {rid}: answered {list(result.scores)} by v{version} {result.variant}; "  # type: ignore[union-attr]
+                    f"recomputed {[float(x) for x in recomputed]}"
+                )
+            console.print(
+                f"  lineage: run {registration.run_id}, parent v{registration.parent_version}, "
+                f"metrics {registration.metrics}"
+            )
+        failed = failed or not outcome.exact
+    unanswered = (request_ids or set()) - set(with_results)
+    if unanswered:
+        console.print(f"[red]no committed result for {sorted(unanswered)[:5]}[/red]")
+        failed = True
+    if failed:
+        raise typer.Exit(1)
+
+
+def replay(
+    version: Annotated[int, typer.Argument(help="Registered version to ask.")],
+    model: Annotated[str, typer.Option(help="Model whose requests to re-score.")] = "credit",
+    since: Annotated[
+        str | None, typer.Option(help="From this send time: ISO 8601 or an age like 2h, 7d.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Until this send time (exclusive), same forms.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write one JSON line per request here.")] = None,
+) -> None:
+    """What would version V have said? Re-score past requests (read-only) and compare with what
+    was answered then: agreement, and accuracy of both where labels arrived."""
+    from modelbus.cli.replay import load_version, read_answered, registrations, rescore, summarise
+    from modelbus.cli.tail import parse_since
+
+    now = datetime.now(UTC)
+    try:
+        start = parse_since(since, now=now) if since else None
+        end = parse_since(until, now=now) if until else None
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    settings = _settings()
+    codec = _codec(settings)
+    registration = registrations(settings.bootstrap_servers, codec, model).get(version)
+    if registration is None:
+        raise typer.BadParameter(f"{model} has no registered version {version}")
+    answered = list(
+        read_answered(settings.bootstrap_servers, codec, model, since=start, until=end).values()
+    )
+    if not answered:
+        console.print(f"no {model} requests in that range")
+        raise typer.Exit(1)
+    scores = rescore(load_version(registration), [dict(a.request.features) for a in answered])
+    labels = scores.argmax(axis=1)
+    summary = summarise(version, answered, labels)
+    if out is not None:
+        with out.open("w") as handle:
+            for item, label, row_scores in zip(answered, labels, scores, strict=True):
+                then = item.result
+                handle.write(json.dumps({
+                    "request_id": item.request.request_id,
+                    "sent_at": item.request.sent_at.isoformat(),
+                    "answered_by": then.version if then else None,
+                    "answered_label": then.label if then else None,
+                    f"v{version}_label": int(label),
+                    f"v{version}_scores": [float(x) for x in row_scores],
+                    "true_label": item.label,
+                }) + "\n")  # fmt: skip
+    table = Table(title=f"{model}: v{version} replayed on {summary.requests} requests")
+    table.add_column("figure")
+    table.add_column("value")
+    table.add_row("answered then", str(summary.answered_then))
+    table.add_row(f"v{version} agrees with the answer given", _pct(summary.agreement))
+    table.add_row("labelled", str(summary.labelled))
+    table.add_row("accuracy of the answers given", _pct(summary.accuracy_then))
+    table.add_row(f"accuracy v{version} would have had", _pct(summary.accuracy_replayed))
+    console.print(table)
+    if out is not None:
+        console.print(f"[dim]{summary.requests} lines in {out}[/dim]")
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
