@@ -19,6 +19,8 @@ class AuditReport:
     chains: dict[str, list[Any]] = field(default_factory=dict)
     versions: dict[str, list[int]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    causes: dict[str, Any] = field(default_factory=dict)
+    """event_id of each traffic decision -> the event its causation chain starts from."""
 
     @property
     def ok(self) -> bool:
@@ -62,7 +64,65 @@ def audit(events: list[Any], *, links: list[Link] | None = None) -> AuditReport:
         if duplicates:
             report.problems.append(f"{model}: version(s) {duplicates} registered more than once")
     report.chains = dict(chains)
+    report.problems += _decision_problems(events)
+    report.causes = {
+        event.meta.event_id: root_cause(event, seen)
+        for event in seen.values()
+        if isinstance(event, _DECISIONS)
+    }
     return report
+
+
+_DECISIONS = (t.TrafficShifted, t.ModelPromoted, t.ModelRolledBack)
+
+
+def root_cause(event: Any, by_id: dict[str, Any]) -> Any:
+    """Walk causation ids back to the first event of the chain (a drift, an operator's ask).
+
+    >>> a = t.EventMeta(event_id="a", occurred_at=None, producer="monitor", correlation_id="a")
+    >>> b = t.EventMeta(event_id="b", occurred_at=None, producer="trainer", correlation_id="a",
+    ...                 causation_id="a")
+    >>> class E:
+    ...     def __init__(self, meta): self.meta = meta
+    >>> drift, trained = E(a), E(b)
+    >>> root_cause(trained, {"a": drift, "b": trained}) is drift
+    True
+    """
+    hops = 0
+    while event.meta.causation_id in by_id and hops < 10_000:
+        event, hops = by_id[event.meta.causation_id], hops + 1
+    return event
+
+
+def _decision_problems(events: list[Any]) -> list[str]:
+    """Routes that do not add up; promotions with neither a passed canary nor an operator."""
+    problems = []
+    passed: set[tuple[str, int]] = set()
+    asked: set[tuple[str, int]] = set()
+    champions: dict[str, int] = {}
+    for event in events:
+        if isinstance(event, t.TrafficShifted):
+            total = sum(route.weight_pct for route in event.routes)
+            if abs(total - 100.0) > 1e-6 or any(r.weight_pct < 0 for r in event.routes):
+                weights = [(r.variant, r.version, r.weight_pct) for r in event.routes]
+                problems.append(
+                    f"TrafficShifted {event.meta.event_id} for {event.model}: routes add up to "
+                    f"{total:g}%, not 100%: {weights}"
+                )
+        elif isinstance(event, t.CanaryEvaluated) and event.verdict == "pass":
+            passed.add((event.model, event.candidate_version))
+        elif isinstance(event, t.PromotionRequested):
+            asked.add((event.model, event.version))
+        elif isinstance(event, t.ModelPromoted):
+            key = (event.model, event.version)
+            first = event.model not in champions
+            if not (first or key in passed or key in asked):
+                problems.append(
+                    f"ModelPromoted {event.meta.event_id}: {event.model} v{event.version} was "
+                    "promoted without a passed canary or an operator's PromotionRequested"
+                )
+            champions[event.model] = event.version
+    return problems
 
 
 def tampered_artifacts(events: list[Any]) -> list[str]:
