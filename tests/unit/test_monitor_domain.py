@@ -85,7 +85,8 @@ def test_a_one_sigma_salary_shift_raises_one_covariate_alert_naming_salary(monit
     assert 8_000 < finding.index < 9_000
     onset_index = round((finding.onset_at_s - 1_000.0) / 0.01)
     assert abs(onset_index - 8_000) <= 50
-    assert finding.evidence[0].p_value is not None and finding.evidence[0].p_value < 0.001
+    assert finding.evidence[0].p_value is not None
+    assert finding.evidence[0].p_value < 0.001
     assert finding.evidence[0].statistic > 0.8
 
 
