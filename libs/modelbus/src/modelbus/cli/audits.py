@@ -46,12 +46,18 @@ def audit_command(
     artifacts: Annotated[
         bool, typer.Option(help="Check each registered package's files against its sha256.")
     ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    html: Annotated[
+        Path | None, typer.Option(help="Also write a self-contained HTML report here.")
+    ] = None,
 ) -> None:
     """Replay the lifecycle log into a verified timeline; exit 1 naming every problem found:
     an event removed or altered, a broken causation chain, versions out of order, a package
     whose files no longer match what was registered."""
     from modelbus.audit import audit, tampered_artifacts
     from modelbus.bus.chain import Link
+    from modelbus.cli.report import as_html
+    from modelbus.cli.report import as_json as report_json
 
     if context.invoked_subcommand is not None:
         return
@@ -69,6 +75,13 @@ def audit_command(
     report = audit(events, links=links)
     if artifacts:
         report.problems += tampered_artifacts(events)
+    if html is not None:
+        html.write_text(as_html(report, title=f"modelbus audit of {topic}"))
+    if as_json:
+        print(json.dumps(report_json(report), indent=2, default=str))
+        if not report.ok:
+            raise typer.Exit(1)
+        return
     for correlation_id, chain in report.chains.items():
         table = Table(title=f"loop {correlation_id}", show_lines=False)
         for column in ("time", "event", "detail"):
