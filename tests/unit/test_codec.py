@@ -25,7 +25,7 @@ from modelbus.events import (
 from modelbus.events import types as t
 from modelbus.events.meta import now_utc
 from modelbus.events.types import ALL_RECORDS
-from tests.strategies import from_schema
+from tests.support.strategies import from_schema
 
 CODEC = build_codec(models=("credit",))
 SCHEMAS = event_schemas()
