@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from confluent_kafka import KafkaException
 from rich.console import Console
+from rich.table import Table
 
 from modelbus.bus import LIFECYCLE_TOPIC, Publisher, ensure_topics, topic_specs
 from modelbus.bus.reading import read_topic
@@ -295,10 +297,47 @@ def down() -> None:
 
 @app.command("status")
 def status() -> None:
-    """Say which services run."""
+    """Which services run, what each model serves (champion, candidate, weights, latest
+    verdict) and how many messages each consumer group is behind."""
+    from modelbus.cli.status import consumer_lag, fold_serving
+
     for process in _service_processes():
         pid = process.pid()
         console.print(f"{process.name:10} " + (f"running, pid {pid}" if pid else "not running"))
+    settings = _settings()
+    codec = _codec(settings)
+    try:
+        events = [
+            event
+            for envelope in read_topic(settings.bootstrap_servers, LIFECYCLE_TOPIC, timeout_s=15)
+            if not isinstance(event := codec.decode(envelope.value or b""), GenericRecord)
+        ]
+        lag = consumer_lag(settings.bootstrap_servers)
+    except (LookupError, TimeoutError, KafkaException) as error:
+        console.print(
+            f"[red]the broker at {settings.bootstrap_servers} did not answer: {error}[/red]"
+        )
+        raise typer.Exit(1) from error
+    table = Table(title="models")
+    for column in ("model", "champion", "candidate", "routes", "latest verdict", "registered"):
+        table.add_column(column)
+    for state in fold_serving(events).values():
+        routes = ", ".join(f"v{r.version} {r.variant} {r.weight_pct:g}%" for r in state.routes)
+        table.add_row(
+            state.model,
+            f"v{state.champion}" if state.champion else "-",
+            f"v{state.candidate}" if state.candidate else "-",
+            routes or "-",
+            state.last_verdict or "-",
+            ", ".join(f"v{v}" for v in state.registered),
+        )
+    console.print(table)
+    lags = Table(title="consumer lag (messages behind, committed offsets)")
+    lags.add_column("group")
+    lags.add_column("lag", justify="right")
+    for group, behind in lag.items():
+        lags.add_row(group, str(behind))
+    console.print(lags)
 
 
 @app.command("demo")
