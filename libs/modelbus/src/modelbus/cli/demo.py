@@ -9,6 +9,7 @@ log, read back at the end, tells that whole story.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sys
@@ -90,9 +91,14 @@ class Timeline:
 
 
 def run_demo(
-    settings: KafkaSettings, console: Console, *, fast: bool = False, keep_running: bool = False
+    settings: KafkaSettings,
+    console: Console,
+    *,
+    fast: bool = False,
+    keep_running: bool = False,
+    summary: Path | None = None,
 ) -> int:
-    """Run the story; returns the process exit code."""
+    """Run the story; returns the process exit code. ``summary``: write its timings as JSON."""
     plan = PLANS["fast" if fast else "full"]
     codec = build_codec(kafka_schema_store(settings.bootstrap_servers), models=(MODEL,))
     console.rule("1. topics")
@@ -118,7 +124,7 @@ def run_demo(
     lifecycle = TopicFollower(settings.bootstrap_servers, LIFECYCLE_TOPIC, codec)
     traffic = LiveTraffic(settings, codec, model=MODEL, rate_per_s=plan.rate_per_s, seed=101)
     try:
-        return _story(settings, console, codec, publisher, lifecycle, traffic, plan)
+        return _story(settings, console, codec, publisher, lifecycle, traffic, plan, summary)
     except TimeoutError as error:
         console.print(f"[red]stopped: {error}[/red]")
         for process in processes:
@@ -141,6 +147,7 @@ def _story(
     lifecycle: TopicFollower,
     traffic: LiveTraffic,
     plan: Plan,
+    summary: Path | None,
 ) -> int:
     timeline = Timeline()
     watch = _Watcher(console, lifecycle, plan.timeout_s)
@@ -206,9 +213,12 @@ def _story(
     late = traffic.tally.count("after rollback", third.version)
     if late:
         problems.append(f"v{third.version} still answered {late} requests after its rollback")
-    _summary(
-        console, timeline, traffic, story, (first, second, third), (before, after_drift, after)
-    )
+    versions = (first, second, third)
+    accuracy = (before, after_drift, after)
+    _summary(console, timeline, traffic, story, versions, accuracy)
+    if summary is not None:
+        facts = _facts(story, traffic, switched_at, versions, accuracy, problems)
+        summary.write_text(json.dumps(facts, indent=2))
     if problems:
         for problem in problems:
             console.print(f"[red]✗ {problem}[/red]")
@@ -371,3 +381,49 @@ def _summary(
     facts.add_row("requests sent / answered twice", f"{traffic.sent} / {traffic.duplicates}")
     console.print(facts)
     sys.stdout.flush()
+
+
+def _facts(
+    story: Story,
+    traffic: LiveTraffic,
+    switched_at: float,
+    versions: tuple[t.ModelRegistered, t.ModelRegistered, t.ModelRegistered],
+    accuracy: tuple[float | None, float | None, float | None],
+    problems: list[str],
+) -> dict[str, Any]:
+    """The story's timings, read from the log's events, in seconds after the rule switch."""
+    first, second, third = versions
+    drift = story.monitor_drift()
+    loop = story.correlated(drift.meta.correlation_id) if drift else []
+
+    def after_switch(event: Any) -> float | None:
+        return round(event.meta.occurred_at.timestamp() - switched_at, 2) if event else None
+
+    def first_of(kind: type) -> Any:
+        return next((e for e in loop if isinstance(e, kind)), None)
+
+    chapter, bad = story.chapters.get(second.version), story.chapters.get(third.version)
+    return {
+        "story_ok": not problems,
+        "problems": problems,
+        "seconds_after_rule_switch": {
+            "drift_detected": after_switch(drift),
+            "model_trained": after_switch(first_of(t.ModelTrained)),
+            "model_registered": after_switch(first_of(t.ModelRegistered)),
+            "model_promoted": after_switch(chapter.promoted if chapter else None),
+        },
+        "estimated_onset_after_switch_s": round(drift.onset_at.timestamp() - switched_at, 2)
+        if drift and drift.onset_at
+        else None,
+        "drift_kind": drift.kind if drift else None,
+        "accuracy": {
+            f"v{first.version}_before_drift": accuracy[0],
+            f"v{first.version}_after_drift": accuracy[1],
+            f"v{second.version}_after_promotion": accuracy[2],
+        },
+        "bad_version_answers_before_rollback": traffic.tally.count("bad canary", third.version),
+        "bad_version_rollback_reason": bad.rolled_back.reason if bad and bad.rolled_back else None,
+        "requests_sent": traffic.sent,
+        "requests_answered_twice": traffic.duplicates,
+        "rate_per_s": traffic.rate_per_s,
+    }

@@ -348,6 +348,9 @@ def demo(
     keep_running: Annotated[
         bool, typer.Option(help="Leave the services running afterwards (`modelbus down`).")
     ] = False,
+    summary: Annotated[
+        Path | None, typer.Option(help="Write the story's timings and figures here as JSON.")
+    ] = None,
 ) -> None:
     """The whole loop on generated data, run by the five services on an empty log.
 
@@ -358,7 +361,8 @@ def demo(
     """
     from modelbus.cli.demo import run_demo
 
-    raise typer.Exit(run_demo(_settings(), console, fast=fast, keep_running=keep_running))
+    code = run_demo(_settings(), console, fast=fast, keep_running=keep_running, summary=summary)
+    raise typer.Exit(code)
 
 
 __all__ = ["Publisher", "app"]
