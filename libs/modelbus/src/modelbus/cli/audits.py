@@ -15,25 +15,14 @@ from rich.table import Table
 
 from modelbus.bus import LIFECYCLE_TOPIC
 from modelbus.bus.reading import read_topic
-from modelbus.bus.schema_topic import kafka_schema_store
+from modelbus.cli.context import cli_codec, cli_settings
 from modelbus.cli.render import one_line
-from modelbus.config import KafkaSettings
-from modelbus.events import Codec, GenericRecord, build_codec
+from modelbus.events import GenericRecord
 
 audit_app = typer.Typer(
     help="Verify the lifecycle log, or reproduce answered predictions from registered versions."
 )
 console = Console()
-
-
-def _settings() -> KafkaSettings:
-    return KafkaSettings()
-
-
-def _codec(settings: KafkaSettings) -> Codec:
-    return build_codec(
-        kafka_schema_store(settings.bootstrap_servers), models=tuple(settings.models)
-    )
 
 
 @audit_app.callback(invoke_without_command=True)
@@ -61,8 +50,8 @@ def audit_command(
 
     if context.invoked_subcommand is not None:
         return
-    settings = _settings()
-    codec = _codec(settings)
+    settings = cli_settings()
+    codec = cli_codec(settings)
     events, links = [], []
     for envelope in read_topic(settings.bootstrap_servers, topic):
         if model is not None and envelope.key != model.encode():
@@ -135,8 +124,8 @@ def _reproduce(
         rescore,
     )
 
-    settings = _settings()
-    codec = _codec(settings)
+    settings = cli_settings()
+    codec = cli_codec(settings)
     answered = read_answered(settings.bootstrap_servers, codec, model, request_ids=request_ids)
     missing = sorted((request_ids or set()) - set(answered))
     if missing:
@@ -213,8 +202,8 @@ def replay(
         end = parse_since(until, now=now) if until else None
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
-    settings = _settings()
-    codec = _codec(settings)
+    settings = cli_settings()
+    codec = cli_codec(settings)
     registration = registrations(settings.bootstrap_servers, codec, model).get(version)
     if registration is None:
         raise typer.BadParameter(f"{model} has no registered version {version}")

@@ -16,11 +16,10 @@ from rich.table import Table
 
 from modelbus.bus import LIFECYCLE_TOPIC, Publisher, ensure_topics, topic_specs
 from modelbus.bus.reading import read_topic
-from modelbus.bus.schema_topic import kafka_schema_store
 from modelbus.cli.audits import audit_app, replay
+from modelbus.cli.context import cli_codec, cli_settings
 from modelbus.cli.processes import ServiceProcess
-from modelbus.config import KafkaSettings
-from modelbus.events import Codec, CodecError, GenericRecord, build_codec, new_meta
+from modelbus.events import CodecError, GenericRecord, new_meta
 from modelbus.events import types as t
 from modelbus.events.meta import producer_id
 
@@ -41,16 +40,6 @@ SERVICES = ("registry", "trainer", "inference", "monitor", "deployer")
 """The five services, each started as ``python -m modelbus_<name> run``."""
 
 
-def _settings() -> KafkaSettings:
-    return KafkaSettings()
-
-
-def _codec(settings: KafkaSettings) -> Codec:
-    return build_codec(
-        kafka_schema_store(settings.bootstrap_servers), models=tuple(settings.models)
-    )
-
-
 @topics_app.command("create")
 def topics_create(
     partitions: Annotated[
@@ -61,7 +50,7 @@ def topics_create(
     kept); refuses a replication factor larger than the cluster."""
     from modelbus.bus.topics import DurabilityError, describe_topics
 
-    settings = _settings()
+    settings = cli_settings()
     specs = topic_specs(
         settings.models,
         data_partitions=partitions or settings.data_partitions,
@@ -121,8 +110,8 @@ def events_tail(
     from modelbus.cli.render import one_line
     from modelbus.cli.tail import EventFilter, as_json_line
 
-    settings = _settings()
-    codec = _codec(settings)
+    settings = cli_settings()
+    codec = cli_codec(settings)
     try:
         wanted = EventFilter.of(model=model, types=event_type or [], since=since)
     except ValueError as error:
@@ -149,14 +138,14 @@ def selfcheck() -> None:
     """Round-trip an example of every event type through the broker and print each one."""
     from modelbus.cli.selfcheck import run_selfcheck
 
-    ok = run_selfcheck(_settings(), console)
+    ok = run_selfcheck(cli_settings(), console)
     if not ok:
         raise typer.Exit(1)
 
 
 def _publish_request(event: Any) -> None:
-    settings = _settings()
-    publisher = Publisher(settings, _codec(settings), client_id="modelbus-cli")
+    settings = cli_settings()
+    publisher = Publisher(settings, cli_codec(settings), client_id="modelbus-cli")
     publisher.publish(event)
     publisher.flush()
     console.print(f"published {describe(event)}")
@@ -243,8 +232,8 @@ def predict(
         row = json.loads(features)
     except json.JSONDecodeError as error:
         raise typer.BadParameter(f"features are not JSON: {error}") from error
-    settings = _settings()
-    codec = _codec(settings)
+    settings = cli_settings()
+    codec = cli_codec(settings)
     request = t.PredictionRequest(
         meta=new_meta(producer_id("cli")),
         request_id=f"cli-{uuid.uuid4()}",
@@ -304,8 +293,8 @@ def status() -> None:
     for process in _service_processes():
         pid = process.pid()
         console.print(f"{process.name:10} " + (f"running, pid {pid}" if pid else "not running"))
-    settings = _settings()
-    codec = _codec(settings)
+    settings = cli_settings()
+    codec = cli_codec(settings)
     try:
         events = [
             event
@@ -361,7 +350,7 @@ def demo(
     """
     from modelbus.cli.demo import run_demo
 
-    code = run_demo(_settings(), console, fast=fast, keep_running=keep_running, summary=summary)
+    code = run_demo(cli_settings(), console, fast=fast, keep_running=keep_running, summary=summary)
     raise typer.Exit(code)
 
 
