@@ -1,29 +1,63 @@
-"""``python -m modelbus_monitor``: the drift monitor (Faust + River)."""
+"""``python -m modelbus_monitor``: the drift monitor (River detectors on every model's streams)."""
 
 from __future__ import annotations
 
+import signal
+import threading
+
+import structlog
 import typer
 from rich import print_json
 
 from modelbus_monitor.config import Settings
 
+log = structlog.get_logger(__name__)
+
 app = typer.Typer(
-    help="modelbus monitor: River drift detectors on every feature, the prediction and the "
-    "error stream; emits DriftDetected and ModelHealth windows. "
-    "The detectors are not built yet; this package holds its settings.",
+    help="modelbus monitor: follows modelbus.lifecycle to learn every model and version (a "
+    "model registered later is picked up without a restart) and each version's training "
+    "profile.json, then reads modelbus.<model>.requests, .predictions, .feedback and .dlq. "
+    "It joins request, result and label by request id, runs River ADWIN detectors on every "
+    "feature, the positive score and the 0/1 error stream per version and variant, and "
+    "publishes one DriftDetected per drift episode (with evidence, onset time and the "
+    "request offsets where the new regime starts) to modelbus.lifecycle, and a ModelHealth "
+    "per version, variant and window to modelbus.health. State is rebuilt on start by "
+    "replaying the topics' recent tail; nothing is pickled. Undecodable results and labels "
+    "go to the model's DLQ with the reason. Settings come from MODELBUS_MONITOR_* variables "
+    "(see `settings`).",
     no_args_is_help=True,
 )
+
+
+@app.command()
+def run() -> None:
+    """Watch every model: topics, replay of the logs, then live streams until SIGTERM."""
+    from modelbus.bus import ensure_topics, topic_specs
+    from modelbus_monitor.bootstrap import bootstrap
+
+    settings = Settings()
+    kafka = settings.kafka
+    ensure_topics(
+        kafka.bootstrap_servers,
+        topic_specs(
+            [], data_partitions=kafka.data_partitions, retention_ms=kafka.data_retention_ms
+        ),
+        replication_factor=kafka.replication_factor,
+        min_insync_replicas=kafka.min_insync_replicas,
+    )
+    monitor = bootstrap(settings)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    read = monitor.replay_logs()
+    log.info("logs replayed", events=read, models=sorted(monitor.monitors.models))
+    monitor.run(stop)
 
 
 @app.command()
 def settings() -> None:
     """Print the effective settings (defaults overridden by MODELBUS_MONITOR_* variables)."""
     print_json(Settings().model_dump_json())
-
-
-@app.callback()
-def main() -> None:
-    """modelbus monitor."""
 
 
 if __name__ == "__main__":

@@ -21,6 +21,15 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MODELBUS_MONITOR_", extra="ignore")
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="Broker and topics.")
+    contracts: list[str] = Field(
+        default_factory=lambda: ["credit"],
+        description="Data contracts (schemas/models/<name>.avsc) whose typed requests the "
+        "monitor decodes; writer schemas come from modelbus.schemas.",
+    )
+    models_pattern: str = Field(
+        default=r"[^.]+",
+        description="Regular expression (full match) of the model names to watch.",
+    )
     group_id: str = Field(
         default="modelbus-monitor",
         description="Consumer group whose committed offsets mark what was fully handled "

@@ -59,7 +59,7 @@ class ModelMonitor:
         self.health = HealthWindows(window_s, lateness_s)
         self.episodes = Episodes(cooldown_s=cooldown_s, rearm_after=rearm_after)
         self.references: dict[int, Reference] = {}
-        self.watermark_s = float("-inf")
+        self._seen_s: dict[str, float] = {}
         self.unprofiled = 0
         self._inputs: dict[StreamKey, InputStream] = {}
         self._errors: dict[StreamKey, ErrorStream] = {}
@@ -72,18 +72,25 @@ class ModelMonitor:
         """A DriftDetected already on the log (its detection time)."""
         self.episodes.remember((version, variant, kind), at_s)
 
-    def _advance(self, at_s: float) -> None:
-        if at_s > self.watermark_s:
-            self.watermark_s = at_s
+    @property
+    def watermark_s(self) -> float:
+        """Event time every source (requests, results, labels) has reached."""
+        return min(self._seen_s.values(), default=float("-inf"))
+
+    def _advance(self, source: str, at_s: float) -> None:
+        # The slowest source holds the watermark back, so a replay that reads one topic far
+        # ahead of another never closes a window its labels still belong to.
+        if at_s > self._seen_s.get(source, float("-inf")):
+            self._seen_s[source] = at_s
 
     def request(self, request_id: str, features: Mapping[str, Any], where: Where) -> list[Alert]:
         """A PredictionRequest (features as a dict) at its ``sent_at``."""
-        self._advance(where.at_s)
+        self._advance("request", where.at_s)
         return self._handle(self.joins.request(request_id, features, where))
 
     def result(self, request_id: str, result: ResultFacts) -> list[Alert]:
         """A PredictionResult."""
-        self._advance(result.at_s)
+        self._advance("result", result.at_s)
         self.health.result(
             result.version, result.variant, result.at_s, result.latency_ms, result.score
         )
@@ -91,7 +98,7 @@ class ModelMonitor:
 
     def label(self, request_id: str, label: int, observed_at_s: float) -> list[Alert]:
         """A Feedback."""
-        self._advance(observed_at_s)
+        self._advance("label", observed_at_s)
         return self._handle(self.joins.label(request_id, label, observed_at_s))
 
     def dead_letter(self, version: int | None, at_s: float) -> None:
