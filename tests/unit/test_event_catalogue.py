@@ -27,7 +27,6 @@ NO_PRODUCER_YET = {
     "CanaryEvaluated": "the deployer is not built yet",
     "ModelPromoted": "the deployer is not built yet",
     "ModelRolledBack": "the deployer is not built yet",
-    "DriftDetected": "the monitor is not built yet",
 }
 """Lifecycle events nobody emits today; each entry leaves when its producer lands."""
 
