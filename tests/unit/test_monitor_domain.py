@@ -161,6 +161,11 @@ def test_joins_match_in_any_order_and_count_what_expired() -> None:
     assert joins.request("b", {"x": 1}, where) == []
     assert joins.result("b", result) == [Served({"x": 1}, where, result)]
     assert joins.result("c", result) == []
+    late = Where(7.0, 1, 3)
+    assert joins.request("a", {"x": 2}, late) == [
+        Served({"x": 2}, late, result),
+        Labelled(result, 1, 6.0, late, for_health=False),
+    ]
     assert joins.expire(100.0) == 2
     assert dict(joins.expired) == {"no_label": 1, "no_request": 1}
     assert len(joins) == 0

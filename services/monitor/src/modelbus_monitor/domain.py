@@ -138,10 +138,11 @@ class ModelMonitor:
 
     def _labelled(self, labelled: Labelled) -> list[Alert]:
         result = labelled.result
-        self.health.label(
-            result.version, result.variant, labelled.observed_at_s, result.scores,
-            labelled.label, result.predicted,
-        )  # fmt: skip
+        if labelled.for_health:
+            self.health.label(
+                result.version, result.variant, labelled.observed_at_s, result.scores,
+                labelled.label, result.predicted,
+            )  # fmt: skip
         if labelled.where is None:
             return []
         key = (result.version, result.variant)

@@ -154,20 +154,25 @@ def error_evidence(errors: np.ndarray, gates: Gates) -> tuple[Evidence, int] | N
 
 
 def onset_offsets(positions: list[Where], onset: int) -> tuple[tuple[int, int], ...]:
-    """Per partition, the first request offset at or after the onset.
+    """Per partition, the first request offset sent at or after the onset's event time.
 
-    A partition with no observation since the onset starts right after its last one.
+    By time, not by arrival order, so a stream read one partition after another still points
+    each partition at its own first new-regime request. A partition with nothing since the
+    onset starts right after its last request.
 
     >>> seen = [Where(1.0, 0, 10), Where(2.0, 1, 7), Where(3.0, 0, 11), Where(4.0, 0, 12)]
     >>> onset_offsets(seen, 2)
     ((0, 11), (1, 8))
+    >>> onset_offsets([Where(5.0, 1, 3), Where(1.0, 0, 10), Where(6.0, 0, 11)], 0)
+    ((0, 11), (1, 3))
     """
+    onset_at_s = positions[onset].at_s
     first: dict[int, int] = {}
-    for where in positions[onset:]:
-        if where.offset < first.get(where.partition, where.offset + 1):
-            first[where.partition] = where.offset
     resume: dict[int, int] = {}
-    for where in positions[:onset]:
-        if where.partition not in first:
+    for where in positions:
+        if where.at_s >= onset_at_s:
+            if where.offset < first.get(where.partition, where.offset + 1):
+                first[where.partition] = where.offset
+        else:
             resume[where.partition] = max(resume.get(where.partition, 0), where.offset + 1)
-    return tuple(sorted({**first, **resume}.items()))
+    return tuple(sorted({**resume, **first}.items()))

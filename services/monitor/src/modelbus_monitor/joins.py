@@ -42,12 +42,14 @@ class Served:
 
 @dataclass(frozen=True, slots=True)
 class Labelled:
-    """A result joined with its label; ``where`` is None when its request was not seen."""
+    """A result joined with its label, once for health (``where`` None if its request is not
+    seen yet) and once more for the error detector when the request comes later."""
 
     result: ResultFacts
     label: int
     observed_at_s: float
     where: Where | None
+    for_health: bool = True
 
 
 @dataclass(slots=True)
@@ -58,6 +60,7 @@ class _Entry:
     result: ResultFacts | None = None
     label: tuple[int, float] | None = None
     served: bool = False
+    scored: bool = False
 
 
 class JoinBuffer:
@@ -118,8 +121,10 @@ class JoinBuffer:
             out.append(Served(entry.features, entry.where, entry.result))
             entry.features = None
         if entry.label is not None:
-            out.append(Labelled(entry.result, *entry.label, entry.where))
-            del self._entries[request_id]
+            out.append(Labelled(entry.result, *entry.label, entry.where, not entry.scored))
+            entry.scored = True
+            if entry.where is not None:
+                del self._entries[request_id]
         return out
 
     def expire(self, watermark_s: float) -> int:

@@ -21,11 +21,13 @@ from modelbus.bus import LIFECYCLE_TOPIC, Envelope, EventPublisher, data_topic, 
 from modelbus.bus.envelope import from_confluent
 from modelbus.events import Codec, CodecError
 from modelbus_monitor.ingest import Ingest
+from modelbus_monitor.merge import TimeOrderedMerge
 from modelbus_monitor.monitors import Monitors
 
 log = structlog.get_logger(__name__)
 KINDS = ("requests", "predictions", "feedback", "dlq")
 Partition = tuple[str, int]
+MAX_BACKLOG = 20_000
 
 
 class MonitorLoop:
@@ -56,6 +58,9 @@ class MonitorLoop:
         self.resume: dict[Partition, int] = {}
         self.catch_up: dict[Partition, int] = {}
         self.starts: dict[Partition, int] = {}
+        self.merge = TimeOrderedMerge()
+        self.paused: set[Partition] = set()
+        self.handled: dict[Partition, int] = {}
         self.live = False
         self.dead_lettered = 0
 
@@ -77,25 +82,32 @@ class MonitorLoop:
                 self.monitors.unsubscribed.remove(model)
                 log.info("watching", model=model)
 
+    def _offsets_at(self, partitions: list[TopicPartition], when_ms: int) -> list[int]:
+        # One ListOffsets request for all partitions; -1 asks for the end, -2 the start.
+        asked = [TopicPartition(tp.topic, tp.partition, when_ms) for tp in partitions]
+        return [tp.offset for tp in self.consumer.offsets_for_times(asked, timeout=10)]
+
     def _assign(self, topics: list[str]) -> None:
         metadata = self.consumer.list_topics(timeout=10).topics
         partitions = [TopicPartition(t, p) for t in topics for p in sorted(metadata[t].partitions)]
-        since_ms = int((self.clock() - self.replay_s) * 1000)
-        by_time = self.consumer.offsets_for_times(
-            [TopicPartition(tp.topic, tp.partition, since_ms) for tp in partitions], timeout=10
-        )
+        by_time = self._offsets_at(partitions, int((self.clock() - self.replay_s) * 1000))
+        highs = self._offsets_at(partitions, -1)
+        lows = self._offsets_at(partitions, -2)
         committed = self.consumer.committed(partitions, timeout=10)
         starts = []
-        for timed, done in zip(by_time, committed, strict=True):
-            key = (timed.topic, timed.partition)
-            low, high = self.consumer.get_watermark_offsets(TopicPartition(*key), timeout=10)
-            start = timed.offset if timed.offset >= 0 else high
+        for tp, timed, high, low, done in zip(
+            partitions, by_time, highs, lows, committed, strict=True
+        ):
+            key = (tp.topic, tp.partition)
+            start = timed if timed >= 0 else high
             if done.offset >= 0:
                 start = min(start, done.offset)
+            start = max(start, low)
             self.resume[key] = done.offset if done.offset >= 0 else start
             self.catch_up[key] = high
-            self.starts[key] = max(start, low)
-            starts.append(TopicPartition(*key, self.starts[key]))
+            self.starts[key] = start
+            starts.append(TopicPartition(*key, start))
+        self.merge.track({key: (self.starts[key], self.catch_up[key]) for key in self.starts})
         self.consumer.incremental_assign(starts)
 
     def run(self, stop: threading.Event) -> None:
@@ -103,8 +115,16 @@ class MonitorLoop:
         next_tick = 0.0
         while not stop.is_set():
             for message in self.consumer.consume(500, timeout=0.2):
-                if message.error() is None:
+                if message.error() is not None:
+                    continue
+                if message.topic() == LIFECYCLE_TOPIC:
                     self._handle(message)
+                else:
+                    key = (message.topic() or "", message.partition() or 0)
+                    self.merge.add(key, message.offset() or 0, message.timestamp()[1], message)
+            for message in self.merge.drain():
+                self._handle(message)
+            self._throttle()
             if time.monotonic() >= next_tick:
                 self.tick()
                 next_tick = time.monotonic() + self.tick_s
@@ -123,31 +143,32 @@ class MonitorLoop:
         self._commit()
 
     def _caught_up(self) -> bool:
-        if not self.catch_up:
-            return False
-        positions = self.consumer.position([TopicPartition(*key) for key in self.catch_up])
-        for tp in positions:
-            key = (tp.topic, tp.partition)
-            reached = tp.offset if tp.offset >= 0 else self.starts[key]
-            if reached < self.catch_up[key]:
-                return False
-        return True
+        return self.merge.caught_up
+
+    def _throttle(self) -> None:
+        # Bound the merge's memory: a partition far ahead of the others waits for them.
+        for key in self.starts:
+            backlog = self.merge.backlog(key)
+            if backlog > MAX_BACKLOG and key not in self.paused:
+                self.consumer.pause([TopicPartition(*key)])
+                self.paused.add(key)
+            elif backlog < MAX_BACKLOG // 10 and key in self.paused:
+                self.consumer.resume([TopicPartition(*key)])
+                self.paused.discard(key)
 
     def _commit(self) -> None:
-        if not self.resume:
-            return
-        positions = self.consumer.position([TopicPartition(*key) for key in self.resume])
         offsets = []
-        for tp in positions:
-            key = (tp.topic, tp.partition)
-            if tp.offset > self.resume[key]:
-                self.resume[key] = tp.offset
-                offsets.append(TopicPartition(tp.topic, tp.partition, tp.offset))
+        for key, offset in self.handled.items():
+            if offset > self.resume.get(key, -1):
+                self.resume[key] = offset
+                offsets.append(TopicPartition(*key, offset))
         if offsets:
             self.consumer.commit(offsets=offsets, asynchronous=False)
 
     def _handle(self, message: Message) -> None:
         envelope = from_confluent(message)
+        if envelope.topic != LIFECYCLE_TOPIC:
+            self.handled[(envelope.topic, envelope.partition)] = envelope.offset + 1
         try:
             event = self.codec.decode(envelope.value or b"", where=envelope.where)
         except CodecError as error:
