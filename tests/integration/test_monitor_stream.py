@@ -71,7 +71,7 @@ def test_stationary_labelled_traffic_raises_no_drift_and_health_matches_the_topi
     model = f"credit{unique}"
     _watched(kafka_settings, model, package_v1)
     bootstrap = kafka_settings.bootstrap_servers
-    rows, labels = generate_credit(20_000, seed=21)
+    rows, labels = generate_credit(50_000, seed=21)
     monitor = start_monitor(bootstrap, model)
     try:
         Traffic(kafka_settings, model).send(rows, labels)
