@@ -1,29 +1,61 @@
-"""``python -m modelbus_deployer``: the canary rollout service."""
+"""``python -m modelbus_deployer``: canary rollouts judged on live health."""
 
 from __future__ import annotations
 
+import signal
+import threading
+
+import structlog
 import typer
 from rich import print_json
 
 from modelbus_deployer.config import Settings
 
+log = structlog.get_logger(__name__)
+
 app = typer.Typer(
-    help="modelbus deployer: runs canary rollouts (5% -> 25% -> 50% -> 100%) from "
-    "ModelRegistered, judged on ModelHealth, ending in ModelPromoted or ModelRolledBack. "
-    "The rollout state machine is not built yet; this package holds its settings.",
+    help="modelbus deployer: the only writer of TrafficShifted. A model's first version gets "
+    "all traffic and is promoted; every later ModelRegistered starts a canary rollout "
+    "(RolloutStarted, then TrafficShifted per step, default 5% -> 25% -> 50% -> 100%) judged "
+    "on the monitor's ModelHealth windows, candidate against champion over the same windows "
+    "(CanaryEvaluated with every guardrail's figures, bound and verdict), ending in "
+    "ModelPromoted or ModelRolledBack. PromotionRequested/RollbackRequested act at once. "
+    "State is a fold over modelbus.lifecycle and modelbus.health, rebuilt on start; one "
+    "instance acts (the holder of the lifecycle partition in its consumer group), others "
+    "wait and take over. Settings come from MODELBUS_DEPLOYER_* variables (see `settings`).",
     no_args_is_help=True,
 )
+
+
+@app.command()
+def run() -> None:
+    """Create the topics, then act while holding the lifecycle log, until SIGTERM."""
+    from modelbus.bus import ensure_topics, topic_specs
+    from modelbus_deployer.bootstrap import bootstrap
+
+    settings = Settings()
+    kafka = settings.kafka
+    ensure_topics(
+        kafka.bootstrap_servers,
+        topic_specs(
+            [], data_partitions=kafka.data_partitions, retention_ms=kafka.data_retention_ms
+        ),
+        replication_factor=kafka.replication_factor,
+        min_insync_replicas=kafka.min_insync_replicas,
+    )
+    loop = bootstrap(settings)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    log.info("deployer started", group=settings.group_id, steps=settings.steps_pct)
+    loop.run(stop)
+    log.info("deployer stopped", decisions=loop.decisions)
 
 
 @app.command()
 def settings() -> None:
     """Print the effective settings (defaults overridden by MODELBUS_DEPLOYER_* variables)."""
     print_json(Settings().model_dump_json())
-
-
-@app.callback()
-def main() -> None:
-    """modelbus deployer."""
 
 
 if __name__ == "__main__":

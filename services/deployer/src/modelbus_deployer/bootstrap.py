@@ -1,0 +1,48 @@
+"""Wiring only: consumers, the transactional publisher, the domain; nothing is started here."""
+
+from __future__ import annotations
+
+from confluent_kafka import Consumer
+
+from modelbus.bus import Publisher, kafka_schema_store
+from modelbus.bus.reading import read_only_consumer
+from modelbus.events import build_codec
+from modelbus.events.meta import producer_id
+from modelbus_deployer.config import Settings
+from modelbus_deployer.domain import Deployer
+from modelbus_deployer.stream import DeployerLoop
+
+
+def bootstrap(settings: Settings) -> DeployerLoop:
+    """The deployer's loop, wired to the broker in ``settings``."""
+    kafka = settings.kafka
+    codec = build_codec(kafka_schema_store(kafka.bootstrap_servers))
+    producer = producer_id("deployer")
+    lifecycle = Consumer(
+        {
+            "bootstrap.servers": kafka.bootstrap_servers,
+            "group.id": settings.group_id,
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "session.timeout.ms": settings.session_timeout_ms,
+            "heartbeat.interval.ms": max(settings.session_timeout_ms // 6, 500),
+            "auto.offset.reset": "earliest",
+        }
+    )
+    health = read_only_consumer(kafka.bootstrap_servers, purpose="deployer-health")
+
+    def new_deployer() -> Deployer:
+        return Deployer(producer=producer, policy=settings.policy())
+
+    def new_publisher() -> Publisher:
+        # One transactional id for every deployer: the one taking over fences the one before.
+        return Publisher(
+            kafka,
+            codec,
+            client_id=producer,
+            extra_config={"transactional.id": f"{settings.group_id}-decisions"},
+        )
+
+    return DeployerLoop(
+        lifecycle, health, codec, new_deployer, new_publisher, tick_s=settings.tick_s
+    )

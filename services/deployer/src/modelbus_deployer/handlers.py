@@ -1,0 +1,42 @@
+"""The deployer's handlers: every event it reads is folded; triggers return decisions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from modelbus.events import types as t
+from modelbus_deployer.domain import Deployer
+
+
+def decide(event: Any, deployer: Deployer, now: datetime) -> list[Any]:
+    """Fold ``event``; a registration, a load failure, an operator's request or a health
+    window may call for decisions (rollout steps, judgements, promotion, rollback)."""
+    return deployer.decide(event, now=now)
+
+
+EVENT_HANDLERS: dict[type, list[Callable[..., list[Any]]]] = {
+    event_type: [decide]
+    for event_type in (
+        t.ModelRegistered,
+        t.ModelLoadFailed,
+        t.PromotionRequested,
+        t.RollbackRequested,
+        t.ModelHealth,
+        t.RolloutStarted,
+        t.TrafficShifted,
+        t.CanaryEvaluated,
+        t.ModelPromoted,
+        t.ModelRolledBack,
+    )
+}
+
+
+def handle(event: Any, deployer: Deployer, now: datetime) -> list[Any]:
+    """Run every handler of ``event``'s type; events of other types are ignored."""
+    return [
+        decision
+        for handler in EVENT_HANDLERS.get(type(event), [])
+        for decision in handler(event, deployer, now)
+    ]

@@ -1,0 +1,275 @@
+"""The deployer's fold: every transition of a rollout, restarts included, with no broker."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from modelbus.events import types as t
+from modelbus_deployer.config import Settings
+from modelbus_deployer.domain import Deployer
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+POLICY = Settings(min_requests=50, min_labelled=50, min_bake_s=0, health_timeout_s=30).policy()
+
+
+def meta(event_id: str, at: datetime = T0, producer: str = "registry@h:1") -> t.EventMeta:
+    return t.EventMeta(event_id=event_id, occurred_at=at, producer=producer,
+                       correlation_id=f"loop-{event_id}")  # fmt: skip
+
+
+def registered(version: int, at: datetime = T0) -> t.ModelRegistered:
+    return t.ModelRegistered(meta=meta(f"reg-{version}", at), model="credit", version=version,
+                             run_id="r", artifact_uri="file:///p", artifact_sha256="0" * 64,
+                             metrics={})  # fmt: skip
+
+
+def health(version: int, variant: str, start: datetime, *, accuracy: float = 0.95,
+           requests: int = 1000, errors: int = 0, p99: float = 10.0) -> t.ModelHealth:  # fmt: skip
+    correct = round(requests * accuracy)
+    return t.ModelHealth(
+        meta=meta(f"h-{version}-{variant}-{start.timestamp()}", producer="monitor@h:2"),
+        model="credit", version=version, variant=variant, window_start=start,
+        window_end=start + timedelta(seconds=5), requests=requests, errors=errors,
+        latency_p50_ms=p99 / 2, latency_p99_ms=p99, mean_score=0.5, accuracy=accuracy,
+        labelled=requests, correct=correct, log_loss=0.2 if accuracy > 0.9 else 0.6,
+    )  # fmt: skip
+
+
+class Run:
+    """A deployer fed triggers; every decision kept as the log would hold it."""
+
+    def __init__(self) -> None:
+        self.deployer = Deployer(producer="deployer@test", policy=POLICY)
+        self.log: list[Any] = []
+        self.boundaries: list[int] = []
+        self.clock = T0
+
+    def feed(self, event: Any) -> list[Any]:
+        self.clock = max(self.clock, getattr(event, "window_end", self.clock))
+        if not isinstance(event, t.ModelHealth):
+            self.log.append(event)
+        decided = self.deployer.decide(event, now=self.clock)
+        self.log += decided
+        self.boundaries.append(len(self.log))
+        return decided
+
+    def windows(self, candidate: int, champion: int, *, n: int, start: datetime,
+                candidate_accuracy: float = 0.95) -> list[Any]:  # fmt: skip
+        decided: list[Any] = []
+        for k in range(n):
+            at = start + timedelta(seconds=5 * k)
+            decided += self.feed(health(champion, "champion", at))
+            decided += self.feed(health(candidate, "canary", at, accuracy=candidate_accuracy))
+        return decided
+
+
+def kinds(events: list[Any]) -> list[str]:
+    return [type(e).__name__ for e in events]
+
+
+def champion_of(run: Run) -> int | None:
+    return run.deployer.state("credit").champion
+
+
+def with_champion() -> Run:
+    run = Run()
+    run.feed(registered(1))
+    return run
+
+
+def test_a_first_version_gets_all_traffic_and_is_promoted() -> None:
+    run = Run()
+    decided = run.feed(registered(1))
+    assert kinds(decided) == ["TrafficShifted", "ModelPromoted"]
+    assert [(r.variant, r.version, r.weight_pct) for r in decided[0].routes] == [
+        ("champion", 1, 100.0)
+    ]
+    assert decided[1].meta.causation_id == decided[0].meta.event_id
+    assert decided[0].meta.correlation_id == "loop-reg-1"
+    assert champion_of(run) == 1
+
+
+def test_a_good_candidate_walks_every_step_and_is_promoted() -> None:
+    run = with_champion()
+    started = run.feed(registered(2, T0 + timedelta(seconds=1)))
+    assert kinds(started) == ["RolloutStarted", "TrafficShifted"]
+    assert started[0].policy == POLICY
+    shares = [started[1].routes[0].weight_pct]
+    start = T0 + timedelta(seconds=5)
+    for _ in range(3):
+        decided = run.windows(2, 1, n=1, start=start)
+        start += timedelta(seconds=5)
+        assert decided[0].verdict == "pass", decided[0].reasons
+        shifts = [d for d in decided if isinstance(d, t.TrafficShifted)]
+        shares.append(next(r.weight_pct for r in shifts[0].routes if r.version == 2))
+    assert shares == [5.0, 25.0, 50.0, 100.0]
+    assert isinstance(run.log[-1], t.ModelPromoted)
+    assert (run.log[-1].version, run.log[-1].previous_version) == (2, 1)
+    assert run.log[-1].meta.correlation_id == started[0].meta.correlation_id == "loop-reg-2"
+    assert champion_of(run) == 2
+
+
+@pytest.mark.parametrize("failing_step", [0, 1, 2])
+def test_a_bad_candidate_is_rolled_back_at_the_step_it_fails(failing_step: int) -> None:
+    run = with_champion()
+    run.feed(registered(2, T0 + timedelta(seconds=1)))
+    start = T0 + timedelta(seconds=5)
+    for _ in range(failing_step):
+        run.windows(2, 1, n=1, start=start)
+        start += timedelta(seconds=5)
+    decided = run.windows(2, 1, n=1, start=start, candidate_accuracy=0.78)
+    assert kinds(decided) == ["CanaryEvaluated", "TrafficShifted", "ModelRolledBack"]
+    assert decided[0].step_index == failing_step
+    assert decided[0].verdict == "fail"
+    failed = [g for g in decided[0].guardrails if g.verdict == "fail"]
+    assert [g.name for g in failed] == ["accuracy", "log_loss"]
+    assert (failed[0].candidate, failed[0].champion) == (0.78, 0.95)
+    assert [(r.variant, r.version, r.weight_pct) for r in decided[1].routes] == [
+        ("champion", 1, 100.0)
+    ]
+    assert decided[2].restored_version == 1
+    assert decided[2].reason.startswith("canary failed accuracy: worse by +0.1700")
+    assert champion_of(run) == 1
+    assert run.deployer.state("credit").rollout is None
+
+
+def test_too_few_samples_wait_and_say_so() -> None:
+    run = with_champion()
+    run.feed(registered(2, T0 + timedelta(seconds=1)))
+    at = T0 + timedelta(seconds=5)
+    run.feed(health(1, "champion", at, requests=20))
+    (decided,) = run.feed(health(2, "canary", at, requests=20))
+    assert decided.verdict == "wait"
+    error_rate = next(g for g in decided.guardrails if g.name == "error_rate")
+    assert error_rate.detail.startswith("inconclusive: 20 candidate and 20 champion samples")
+
+
+def test_a_window_of_one_arm_alone_is_not_judged() -> None:
+    run = with_champion()
+    run.feed(registered(2, T0 + timedelta(seconds=1)))
+    assert run.feed(health(2, "canary", T0 + timedelta(seconds=5))) == []
+
+
+def test_pinned_answers_are_never_canary_evidence() -> None:
+    run = with_champion()
+    run.feed(registered(2, T0 + timedelta(seconds=1)))
+    at = T0 + timedelta(seconds=5)
+    run.feed(health(1, "champion", at))
+    assert run.feed(health(2, "pinned", at)) == []
+
+
+def test_a_newer_registration_supersedes_the_rollout() -> None:
+    run = with_champion()
+    run.feed(registered(2, T0 + timedelta(seconds=1)))
+    decided = run.feed(registered(3, T0 + timedelta(seconds=2)))
+    assert kinds(decided) == [
+        "TrafficShifted",
+        "ModelRolledBack",
+        "RolloutStarted",
+        "TrafficShifted",
+    ]
+    assert decided[1].version == 2
+    assert decided[1].reason == "superseded by v3"
+    assert decided[2].candidate_version == 3
+    assert run.deployer.state("credit").rollout.candidate == 3  # type: ignore[union-attr]
+
+
+def test_a_candidate_that_fails_to_load_is_rolled_back_at_once() -> None:
+    run = with_champion()
+    run.feed(registered(2, T0 + timedelta(seconds=1)))
+    failed = t.ModelLoadFailed(meta=meta("lf"), model="credit", version=2, worker="w0",
+                               reason="sha256 mismatch")  # fmt: skip
+    decided = run.feed(failed)
+    assert kinds(decided) == ["TrafficShifted", "ModelRolledBack"]
+    assert decided[1].reason == "candidate failed to load: sha256 mismatch"
+
+
+def test_an_operator_promotes_or_rolls_back_during_and_outside_a_rollout() -> None:
+    run = with_champion()
+    run.feed(registered(2, T0 + timedelta(seconds=1)))
+    ask = t.PromotionRequested(meta=meta("p"), model="credit", version=2,
+                               requested_by="ana", reason="hotfix")  # fmt: skip
+    decided = run.feed(ask)
+    assert kinds(decided) == ["TrafficShifted", "ModelPromoted"]
+    assert decided[1].reason == "operator ana: hotfix"
+    assert champion_of(run) == 2
+    back = t.RollbackRequested(meta=meta("b"), model="credit", to_version=None,
+                               requested_by="ana", reason="regret")  # fmt: skip
+    decided = run.feed(back)
+    assert kinds(decided) == ["TrafficShifted", "ModelRolledBack"]
+    assert (decided[1].version, decided[1].restored_version) == (2, 1)
+    assert champion_of(run) == 1
+    run.feed(registered(3, T0 + timedelta(seconds=3)))
+    stop = t.RollbackRequested(meta=meta("s"), model="credit", to_version=None,
+                               requested_by="ana", reason="stop the canary")  # fmt: skip
+    decided = run.feed(stop)
+    assert kinds(decided) == ["TrafficShifted", "ModelRolledBack"]
+    assert decided[1].version == 3
+    assert run.deployer.state("credit").rollout is None
+
+
+def test_promoting_an_unknown_version_does_nothing() -> None:
+    run = with_champion()
+    ask = t.PromotionRequested(meta=meta("p"), model="credit", version=9,
+                               requested_by="ana", reason="typo")  # fmt: skip
+    assert run.feed(ask) == []
+
+
+def test_a_silent_monitor_pauses_the_rollout_once_and_never_promotes() -> None:
+    run = with_champion()
+    run.feed(registered(2, T0 + timedelta(seconds=1)))
+    paused = run.deployer.tick("credit", now=T0 + timedelta(seconds=40))
+    assert kinds(paused) == ["CanaryEvaluated"]
+    assert paused[0].verdict == "wait"
+    assert paused[0].reasons[0].startswith("paused: no ModelHealth for 39s")
+    assert run.deployer.tick("credit", now=T0 + timedelta(seconds=50)) == []
+    assert champion_of(run) == 1
+
+
+def _scripted_run() -> Run:
+    run = with_champion()
+    run.feed(registered(2, T0 + timedelta(seconds=1)))
+    run.windows(2, 1, n=3, start=T0 + timedelta(seconds=5))
+    return run
+
+
+@pytest.mark.parametrize("cut", sorted(set(_scripted_run().boundaries)))
+def test_a_restart_at_any_point_resumes_without_repeating_a_decision(cut: int) -> None:
+    """Replay the log up to ``cut`` as the service does (deciding on each event, publishing
+    only what the log lacks), then go on with the rest: no decision twice, none missing.
+
+    Cuts fall between the decisions of one trigger, never inside them: the service writes
+    each trigger's decisions in one Kafka transaction, so the log never holds half of them.
+    """
+    whole = _scripted_run()
+    logged = whole.log[:cut]
+    health_windows = [
+        health(v, variant, T0 + timedelta(seconds=5 + 5 * k))
+        for k in range(3)
+        for v, variant in ((1, "champion"), (2, "canary"))
+    ]
+    restarted = Run()
+    replayed: list[Any] = []
+    for event in logged:
+        replayed += restarted.deployer.decide(event, now=event.meta.occurred_at)
+    on_log = {e.meta.event_id for e in logged}
+    published = [d for d in replayed if d.meta.event_id not in on_log]
+    for event in whole.log[cut:]:
+        if event.meta.producer != "deployer@test":
+            published += restarted.deployer.decide(event, now=T0)
+    for window in health_windows:
+        published += restarted.deployer.decide(window, now=window.window_end)
+    ids = [e.meta.event_id for e in logged + published if e.meta.producer == "deployer@test"]
+    assert len(ids) == len(set(ids)), "a decision was written twice"
+    assert set(ids) == {e.meta.event_id for e in whole.log if e.meta.producer == "deployer@test"}
+    assert champion_of(restarted) == 2
+
+
+def test_decision_ids_depend_only_on_their_cause() -> None:
+    first, second = _scripted_run(), _scripted_run()
+    assert [e.meta.event_id for e in first.log] == [e.meta.event_id for e in second.log]
+    assert dataclasses.asdict(first.log[-1]) == dataclasses.asdict(second.log[-1])
