@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -63,6 +64,8 @@ def registry_process(
         tracking_uri=tracking_uri,
         group_id=f"test-registry-{root.name}-{port}",
     )
+    # Packages come from this test's MLflow runs (runs:/ URIs) or its folder.
+    env["MODELBUS_REGISTRY_ARTIFACT_ROOTS"] = json.dumps([str(root), "runs:/"])
     url = f"http://127.0.0.1:{port}"
     with service("modelbus_registry", env, root, ready=http_ready(f"{url}/healthz")):
         yield RunningRegistry(
@@ -253,12 +256,19 @@ def test_the_registry_keeps_versions_and_aliases_in_postgresql(
 ) -> None:
     from modelbus_registry.bootstrap import bootstrap
     from modelbus_registry.config import Settings
+    from modelbus_registry.domain import AnnouncedVersions
     from modelbus_registry.handlers import follow_aliases, register_trained_model
     from modelbus_registry.mirror import NoMirror
 
     registry = bootstrap(
-        Settings(db_url=postgres_url, packages_dir=tmp_path / "packages", api_token=TOKEN),
+        Settings(
+            db_url=postgres_url,
+            packages_dir=tmp_path / "packages",
+            artifact_roots=[str(tmp_path)],
+            api_token=TOKEN,
+        ),
         mirror=NoMirror(),
+        announced=AnnouncedVersions(),
     )
     assert registry.store.engine.dialect.name == "postgresql"
 
@@ -269,7 +279,7 @@ def test_the_registry_keeps_versions_and_aliases_in_postgresql(
             registry.vault,
             registry.mirror,
             registry.producer,
-            registry.answers_in_log,
+            registry.announced,
         )
 
     events = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -101,8 +102,12 @@ def http_ready(url: str) -> Callable[[], None]:
 def registry_env(
     bootstrap_servers: str, root: Path, *, port: int, tracking_uri: str, group_id: str
 ) -> dict[str, str]:
-    """Environment of a registry process keeping everything under ``root``."""
+    """Environment of a registry process keeping everything under ``root``.
+
+    Packages are admitted from anywhere under ``root``'s parent (the test's own folder).
+    """
     return {
+        "MODELBUS_REGISTRY_ARTIFACT_ROOTS": json.dumps([str(root.parent)]),
         "MODELBUS_BOOTSTRAP_SERVERS": bootstrap_servers,
         "MODELBUS_REGISTRY_DB_URL": f"sqlite:///{root / 'registry.db'}",
         "MLFLOW_TRACKING_URI": tracking_uri,

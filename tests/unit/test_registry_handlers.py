@@ -17,6 +17,7 @@ from modelbus.events import types as t
 from modelbus_registry.bootstrap import Registry, bootstrap
 from modelbus_registry.config import Settings
 from modelbus_registry.db import AliasChange, ModelVersion, RegistrationFailure
+from modelbus_registry.domain import AnnouncedVersions
 from modelbus_registry.handlers import follow_aliases, register_trained_model
 from modelbus_registry.mirror import NoMirror
 from tests.support.events import meta_at, model_trained
@@ -61,9 +62,10 @@ def registry(tmp_path: Path, mirror: FakeMirror) -> Registry:
     settings = Settings(
         db_url=f"sqlite:///{tmp_path / 'registry.db'}",
         packages_dir=tmp_path / "packages",
+        artifact_roots=[str(tmp_path)],
         api_token=TOKEN,
     )
-    return bootstrap(settings, mirror=mirror)
+    return bootstrap(settings, mirror=mirror, announced=AnnouncedVersions())
 
 
 def register(registry: Registry, event: t.ModelTrained) -> list[Any]:
@@ -73,7 +75,7 @@ def register(registry: Registry, event: t.ModelTrained) -> list[Any]:
         registry.vault,
         registry.mirror,
         registry.producer,
-        registry.answers_in_log,
+        registry.announced,
     )
 
 
@@ -143,9 +145,11 @@ def test_a_database_rebuilt_from_the_log_adopts_the_versions_the_log_announced(
         Settings(
             db_url=f"sqlite:///{tmp_path / 'lost.db'}",
             packages_dir=tmp_path / "packages-lost",
+            artifact_roots=[str(tmp_path)],
             api_token=TOKEN,
         ),
         mirror=FakeMirror(),
+        announced=AnnouncedVersions(),
     )
     [one], [two] = register(original, first), register(original, second)
     # As written by the registry that lost its database, on another host.
@@ -158,11 +162,14 @@ def test_a_database_rebuilt_from_the_log_adopts_the_versions_the_log_announced(
         Settings(
             db_url=f"sqlite:///{tmp_path / 'rebuilt.db'}",
             packages_dir=tmp_path / "packages",
+            artifact_roots=[str(tmp_path)],
             api_token=TOKEN,
         ),
         mirror=mirror,
+        announced=AnnouncedVersions(),
     )
-    rebuilt.answers_in_log.update({first.meta.event_id: one, second.meta.event_id: two})
+    rebuilt.announced.record(one)
+    rebuilt.announced.record(two)
 
     assert register(rebuilt, first) == []  # already announced on the log: nothing new
     assert register(rebuilt, second) == []

@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from modelbus.packaging import PackageError
 from modelbus_registry import handlers
+from modelbus_registry.api_guard import RequestGuard
 from modelbus_registry.api_models import (
     AliasChangeOut,
     AliasesOut,
@@ -41,6 +42,7 @@ from modelbus_registry.domain import (
 )
 from modelbus_registry.store import RegistryStore
 
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
 ModelName = Annotated[str, Path(description="Registered model name, e.g. credit.")]
 VersionNumber = Annotated[int, Path(ge=1, description="Version number, 1 for the first.")]
 # Module level: FastAPI resolves these (postponed) annotations in the module's namespace.
@@ -57,8 +59,12 @@ def create_app(
     trainable_models: Sequence[str],
     producer: str,
     lifespan: Callable[[FastAPI], Any] | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
-    """The FastAPI app; ``api_token`` None means writes are open (auth off)."""
+    """The FastAPI app; ``api_token`` None means writes are open (auth off).
+
+    Writes are checked for the token (401), then for size (413), before their body is read.
+    """
     app = FastAPI(
         title="modelbus registry",
         version="1",
@@ -68,6 +74,7 @@ def create_app(
         "(bearer token required).",
         lifespan=lifespan,
     )
+    app.add_middleware(RequestGuard, api_token=api_token, max_body_bytes=max_body_bytes)
 
     def require_token(credentials: Credentials) -> None:
         if api_token is None:

@@ -9,6 +9,12 @@ from pydantic import BaseModel, Field
 
 from modelbus_registry.db import AliasChange, ModelVersion, RegistrationFailure
 
+MAX_VERSION = 2**31 - 1  # versions are Avro ints
+MAX_SEED = 2**32 - 1  # the widest seed every library the trainer seeds accepts
+MAX_ROWS = 10**9
+MAX_TEXT = 2_000
+MAX_NAME = 200
+
 
 class ModelOut(BaseModel):
     """A model, its versions and its aliases."""
@@ -122,29 +128,43 @@ class RollbackIn(BaseModel):
     """Roll a model back."""
 
     to_version: int | None = Field(
-        default=None, ge=1, description="Version to serve; the previous champion when null."
+        default=None,
+        ge=1,
+        le=MAX_VERSION,
+        description="Version to serve; the previous champion when null.",
     )
-    reason: str = Field(min_length=1, description="Why, for the audit log.")
-    requested_by: str = Field(default="api", min_length=1, description="Who asks.")
+    reason: str = Field(min_length=1, max_length=MAX_TEXT, description="Why, for the audit log.")
+    requested_by: str = Field(
+        default="api", min_length=1, max_length=MAX_NAME, description="Who asks."
+    )
 
 
 class PromotionIn(BaseModel):
     """Promote a version to champion now."""
 
-    version: int = Field(ge=1)
-    reason: str = Field(min_length=1, description="Why, for the audit log.")
-    requested_by: str = Field(default="api", min_length=1, description="Who asks.")
+    version: int = Field(ge=1, le=MAX_VERSION, description="Version to promote.")
+    reason: str = Field(min_length=1, max_length=MAX_TEXT, description="Why, for the audit log.")
+    requested_by: str = Field(
+        default="api", min_length=1, max_length=MAX_NAME, description="Who asks."
+    )
 
 
 class TrainingIn(BaseModel):
     """Train a new version."""
 
-    reason: str = Field(min_length=1, description="Why, for the audit log.")
-    requested_by: str = Field(default="api", min_length=1, description="Who asks.")
-    seed: int | None = Field(
-        default=None, description="Training seed; the trainer's default when null."
+    reason: str = Field(min_length=1, max_length=MAX_TEXT, description="Why, for the audit log.")
+    requested_by: str = Field(
+        default="api", min_length=1, max_length=MAX_NAME, description="Who asks."
     )
-    max_rows: int | None = Field(default=None, ge=1, description="Cap on training rows.")
+    seed: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_SEED,
+        description="Training seed (0 to 2^32-1); the trainer's default when null.",
+    )
+    max_rows: int | None = Field(
+        default=None, ge=1, le=MAX_ROWS, description="Cap on training rows."
+    )
 
 
 class RequestedOut(BaseModel):

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,15 @@ class VerifiedPackage:
 class PackageVault:
     """Verified copies of packages under ``root/<model>/<sha256>``: immutable, served by the API."""
 
-    def __init__(self, root: Path, *, mlflow_tracking_uri: str | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        allowed_roots: Sequence[str | Path],
+        mlflow_tracking_uri: str | None = None,
+    ) -> None:
         self.root = root
+        self.allowed_roots = [str(r) for r in allowed_roots]
         self.mlflow_tracking_uri = mlflow_tracking_uri
 
     def admit(
@@ -51,11 +59,12 @@ class PackageVault:
 
         Raises ArtifactRejected with the reason when it is missing, tampered or not a package.
         """
+        source = self._allowed_source(artifact_uri)
         self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
         try:
             copy = staging / "package"
-            self._fetch(artifact_uri, copy)
+            self._fetch(artifact_uri, source, copy)
             # Verify the copy, not the source: what is kept is exactly what was checked.
             try:
                 manifest = verify_package(copy, expected_sha256=expected_sha256)
@@ -87,12 +96,35 @@ class PackageVault:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def _fetch(self, artifact_uri: str, destination: Path) -> None:
+    def _allowed_source(self, artifact_uri: str) -> Path | None:
+        """The local folder ``artifact_uri`` names (None: a remote URI), if under an allowed root.
+
+        Raises ArtifactRejected for a URI outside every root, or holding a symlink that leaves
+        its root, before anything is copied.
+        """
         parsed = urlparse(artifact_uri)
-        if parsed.scheme in LOCAL_SCHEMES or len(parsed.scheme) == 1:
-            source = Path(
-                url2pathname(unquote(parsed.path)) if parsed.scheme == "file" else artifact_uri
+        if parsed.scheme not in LOCAL_SCHEMES and len(parsed.scheme) != 1:
+            if any(_is_uri_root(r) and artifact_uri.startswith(r) for r in self.allowed_roots):
+                return None
+            raise ArtifactRejected(
+                f"artifact {artifact_uri} is not under an allowed artifact root "
+                f"({', '.join(self.allowed_roots) or 'none configured'})"
             )
+        source = Path(
+            url2pathname(unquote(parsed.path)) if parsed.scheme == "file" else artifact_uri
+        )
+        real = source.resolve()
+        for root in (Path(r).resolve() for r in self.allowed_roots if not _is_uri_root(r)):
+            if real.is_relative_to(root):
+                _refuse_escaping_links(artifact_uri, real, root)
+                return real
+        raise ArtifactRejected(
+            f"artifact {artifact_uri} is not under an allowed artifact root "
+            f"({', '.join(self.allowed_roots) or 'none configured'})"
+        )
+
+    def _fetch(self, artifact_uri: str, source: Path | None, destination: Path) -> None:
+        if source is not None:
             if not source.is_dir():
                 raise ArtifactRejected(f"artifact {artifact_uri} does not exist (no directory)")
             shutil.copytree(source, destination, symlinks=False)
@@ -133,6 +165,30 @@ class PackageVault:
         if hashlib.sha256(content).hexdigest() != files[name]:
             raise PackageIntegrityError(f"sha256 mismatch in {name} of {directory}")
         return content
+
+
+def _is_uri_root(root: str) -> bool:
+    scheme = urlparse(root).scheme
+    return scheme not in LOCAL_SCHEMES and len(scheme) != 1
+
+
+def _refuse_escaping_links(artifact_uri: str, folder: Path, root: Path) -> None:
+    """ArtifactRejected if any symlink under ``folder`` points outside ``root`` or nowhere."""
+    if not folder.is_dir():
+        return
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            continue
+        target = path.resolve()
+        if not target.is_relative_to(root):
+            raise ArtifactRejected(
+                f"artifact {artifact_uri} holds a symlink {path.relative_to(folder)} that "
+                f"leaves the artifact root {root}"
+            )
+        if not target.exists():
+            raise ArtifactRejected(
+                f"artifact {artifact_uri} holds a dangling symlink {path.relative_to(folder)}"
+            )
 
 
 def _read(path: Path) -> bytes:

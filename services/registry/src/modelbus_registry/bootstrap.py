@@ -15,17 +15,17 @@ from fastapi import FastAPI
 from modelbus.bus import LIFECYCLE_TOPIC, Dispatcher, ensure_topics, topic_specs
 from modelbus.bus.aio import AsyncConsumerLoop, AsyncPublisher
 from modelbus.bus.dispatch import Handler
-from modelbus.bus.reading import read_topic
 from modelbus.bus.schema_topic import kafka_schema_store
-from modelbus.events import Codec, CodecError, build_codec
-from modelbus.events import types as t
+from modelbus.events import Codec, build_codec
 from modelbus.events.meta import producer_id
 from modelbus.service import inject
 from modelbus_registry.api import create_app
 from modelbus_registry.artifacts import PackageVault
 from modelbus_registry.config import Settings
 from modelbus_registry.db import make_engine
+from modelbus_registry.domain import AnnouncedVersions
 from modelbus_registry.handlers import EVENT_HANDLERS, resync_mirror
+from modelbus_registry.lifecycle_log import LoggedVersions
 from modelbus_registry.mirror import Mirror, MlflowMirror, NoMirror
 from modelbus_registry.store import RegistryStore
 
@@ -42,7 +42,8 @@ class Registry:
     mirror: Mirror
     producer: str
     handlers: dict[type, list[Handler]]
-    answers_in_log: dict[str, t.ModelRegistered]
+    announced: AnnouncedVersions
+    codec: Codec
 
     def app(self, publisher: Any, lifespan: Any = None) -> FastAPI:
         """The REST API over this registry, publishing requests through ``publisher``."""
@@ -55,19 +56,35 @@ class Registry:
             trainable_models=self.settings.kafka.models,
             producer=self.producer,
             lifespan=lifespan,
+            max_body_bytes=self.settings.max_body_bytes,
         )
 
 
-def bootstrap(settings: Settings, *, mirror: Mirror | None = None) -> Registry:
-    """Build the adapters from ``settings`` (``mirror`` replaces MLflow, e.g. in tests)."""
+def bootstrap(
+    settings: Settings,
+    *,
+    mirror: Mirror | None = None,
+    announced: AnnouncedVersions | None = None,
+) -> Registry:
+    """Build and wire the adapters from ``settings``; nothing is read, created or published.
+
+    ``mirror`` replaces MLflow and ``announced`` the lifecycle log (e.g. in tests).
+    """
     if mirror is None:
         mirror = (
             MlflowMirror(settings.mlflow_tracking_uri) if settings.mlflow_mirror else NoMirror()
         )
+    kafka = settings.kafka
+    codec = build_codec(kafka_schema_store(kafka.bootstrap_servers), models=tuple(kafka.models))
+    if announced is None:
+        announced = LoggedVersions(kafka.bootstrap_servers, codec)
     store = RegistryStore(make_engine(settings.db_url))
-    vault = PackageVault(settings.packages_dir, mlflow_tracking_uri=settings.mlflow_tracking_uri)
+    vault = PackageVault(
+        settings.packages_dir,
+        allowed_roots=settings.artifact_roots,
+        mlflow_tracking_uri=settings.mlflow_tracking_uri,
+    )
     producer = producer_id("registry")
-    answers_in_log: dict[str, t.ModelRegistered] = {}
     handlers = inject(
         EVENT_HANDLERS,
         {
@@ -75,23 +92,10 @@ def bootstrap(settings: Settings, *, mirror: Mirror | None = None) -> Registry:
             "vault": vault,
             "mirror": mirror,
             "producer": producer,
-            "answers_in_log": answers_in_log,
+            "announced": announced,
         },
     )
-    return Registry(settings, store, vault, mirror, producer, handlers, answers_in_log)
-
-
-def registrations_in_log(bootstrap_servers: str, codec: Codec) -> dict[str, t.ModelRegistered]:
-    """Every ModelRegistered on the lifecycle log, by the ModelTrained event id it answered."""
-    answers: dict[str, t.ModelRegistered] = {}
-    for envelope in read_topic(bootstrap_servers, LIFECYCLE_TOPIC):
-        try:
-            event = codec.decode(envelope.value or b"", where=envelope.where)
-        except CodecError:
-            continue
-        if isinstance(event, t.ModelRegistered) and event.meta.causation_id is not None:
-            answers.setdefault(event.meta.causation_id, event)
-    return answers
+    return Registry(settings, store, vault, mirror, producer, handlers, announced, codec)
 
 
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -108,11 +112,9 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
             retention_ms=kafka.data_retention_ms,
         ),
     )
-    codec = build_codec(kafka_schema_store(kafka.bootstrap_servers), models=tuple(kafka.models))
-    # A database rebuilt from the log adopts the versions the log already announced.
-    registry.answers_in_log.update(
-        await asyncio.to_thread(registrations_in_log, kafka.bootstrap_servers, codec)
-    )
+    codec = registry.codec
+    # The log is the truth: read what it announced before consuming or writing anything.
+    await asyncio.to_thread(registry.announced.catch_up)
     publisher = AsyncPublisher(kafka, codec, client_id=registry.producer)
     consumer = AsyncConsumerLoop(
         kafka,
@@ -164,3 +166,5 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     finally:
         stop.set()
         await watcher
+        if isinstance(registry.announced, LoggedVersions):
+            registry.announced.close()

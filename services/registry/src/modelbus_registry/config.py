@@ -46,11 +46,25 @@ class Settings(BaseSettings):
         description="Where verified copies of model packages are kept, by model and sha256; "
         "artifact downloads are served from here.",
     )
+    artifact_roots: list[str] = Field(
+        default_factory=lambda: [".run/mlartifacts"],
+        description="Where packages may come from: local folders (the trainer's MLflow "
+        "artifact store by default) or URI prefixes such as mlflow-artifacts:/ or "
+        "s3://bucket/models/. Any other artifact URI is refused with RegistrationFailed, "
+        "and so is a package holding a symlink that leaves its root. JSON list in the "
+        "environment, e.g. '[\".run/mlartifacts\"]'.",
+    )
     group_id: str = Field(
         default="modelbus-registry", description="Kafka consumer group of the registry."
     )
     host: str = Field(default="127.0.0.1", description="Interface the REST API listens on.")
     port: int = Field(default=8081, ge=0, le=65535, description="Port of the REST API.")
+    max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Largest request body the API accepts; larger ones get 413 unread.",
+    )
     auth_enabled: bool = Field(
         default=True, description="Require a bearer token on the write endpoints."
     )
@@ -59,6 +73,16 @@ class Settings(BaseSettings):
         description=f"Bearer token of the write endpoints, at least {MIN_TOKEN_CHARS} "
         "characters; required while auth is on.",
     )
+
+    @model_validator(mode="after")
+    def _refuse_artifacts_from_anywhere(self) -> Settings:
+        for root in self.artifact_roots:
+            if root.strip() in {"", "/", "file:///", "file:/"}:
+                raise ValueError(
+                    f"artifact root {root!r} would admit any file on the machine; name the "
+                    "trainer's artifact folder (MODELBUS_REGISTRY_ARTIFACT_ROOTS)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _refuse_open_writes(self) -> Settings:

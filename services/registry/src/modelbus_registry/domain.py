@@ -51,6 +51,60 @@ def parent_of(
     return champion if champion is not None else latest
 
 
+def place_version(
+    existing: set[int], champion: int | None, claimed_parent: int | None, announced: int | None
+) -> tuple[int, int | None]:
+    """(version, parent) of a new version, above every version held or ``announced`` on the log.
+
+    A registry whose database lags the log never issues a number the log already holds:
+
+    >>> place_version({1, 2}, 2, None, None)
+    (3, 2)
+    >>> place_version({1}, None, None, 4)
+    (5, 1)
+    >>> place_version(set(), None, None, None)
+    (1, None)
+    """
+    latest = max(existing) if existing else None
+    highest = max((v for v in (latest, announced) if v is not None), default=None)
+    return next_version(highest), parent_of(claimed_parent, existing, champion, latest)
+
+
+class AnnouncedVersions:
+    """What the lifecycle log announced: each ModelRegistered by the ModelTrained it answered.
+
+    ``catch_up`` brings it up to the log's end (a no-op here: a view filled by ``record``);
+    the Kafka-backed subclass reads the log.
+
+    >>> view = AnnouncedVersions()
+    >>> view.latest("credit") is None
+    True
+    """
+
+    def __init__(self) -> None:
+        self._answers: dict[str, t.ModelRegistered] = {}
+        self._latest: dict[str, int] = {}
+
+    def catch_up(self) -> None:
+        """Read what the log holds beyond what this view has seen."""
+
+    def record(self, event: Any) -> None:
+        """Take one lifecycle event into account (anything but ModelRegistered is ignored)."""
+        if not isinstance(event, t.ModelRegistered):
+            return
+        self._latest[event.model] = max(event.version, self._latest.get(event.model, 0))
+        if event.meta.causation_id is not None:
+            self._answers.setdefault(event.meta.causation_id, event)
+
+    def answer_for(self, trained_event_id: str) -> t.ModelRegistered | None:
+        """The ModelRegistered that answered a ModelTrained, if the log holds one."""
+        return self._answers.get(trained_event_id)
+
+    def latest(self, model: str) -> int | None:
+        """The highest version of ``model`` announced on the log."""
+        return self._latest.get(model)
+
+
 def alias_moves(event: Any, current: Mapping[str, int | None]) -> list[AliasMove]:
     """How ``event`` moves the aliases of its model, given their ``current`` versions."""
     wanted: dict[str, int | None] = {}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -10,15 +10,17 @@ from sqlalchemy.exc import IntegrityError
 
 from modelbus.events import new_meta
 from modelbus.events import types as t
-from modelbus_registry.artifacts import ArtifactRejected, PackageVault
+from modelbus_registry.artifacts import ArtifactRejected, PackageVault, VerifiedPackage
 from modelbus_registry.db import ModelVersion, RegistrationFailure
 from modelbus_registry.domain import (
+    CHAMPION,
+    AnnouncedVersions,
     RequestPromotion,
     RequestRollback,
     RequestTraining,
     alias_moves,
     model_name_problem,
-    parent_of,
+    place_version,
     unknown_model,
     unknown_version,
 )
@@ -35,15 +37,15 @@ def register_trained_model(
     vault: PackageVault,
     mirror: Mirror,
     producer: str,
-    answers_in_log: Mapping[str, t.ModelRegistered],
+    announced: AnnouncedVersions,
 ) -> list[Any]:
     """ModelTrained -> a new version and ModelRegistered, or RegistrationFailed with the reason.
 
     A redelivered ModelTrained answers with the very event it got the first time (same
     event id), so an outcome lost to a crash is published again and nothing is duplicated.
-    A registry rebuilding its database from the log adopts the answer the log already holds
-    (``answers_in_log``: ModelRegistered by the ModelTrained event id it answered) instead of
-    announcing the version a second time.
+    The log is the truth: before writing, the registry catches up with it (``announced``), so
+    a database rebuilt or left behind adopts the answer the log already holds instead of
+    announcing it again, and never issues a version number the log already has.
     """
     done = store.version_for_trained_event(event.meta.event_id)
     if done is not None:
@@ -53,50 +55,26 @@ def register_trained_model(
     if refused is not None:
         return [failed_event(refused)]
     try:
-        problem = model_name_problem(event.model)
-        if problem:
-            raise ArtifactRejected(problem)
-        package = vault.admit(
-            event.model, event.artifact_uri, event.artifact_sha256, event.contract_fingerprint
-        )
+        package = _admit(event, vault)
     except ArtifactRejected as error:
         log.warning("registration refused", model=event.model, reason=str(error))
         return [failed_event(_record_failure(event, str(error), store, producer))]
-    logged = answers_in_log.get(event.meta.event_id)
-    meta = logged.meta if logged is not None else new_meta(producer, cause=event)
-
-    def build(version: int, existing: set[int], champion: int | None) -> ModelVersion:
-        if logged is not None:
-            version = logged.version
-        return ModelVersion(
-            model=event.model,
-            version=version,
-            run_id=event.run_id,
-            job_id=event.job_id,
-            artifact_uri=event.artifact_uri,
-            artifact_sha256=event.artifact_sha256,
-            package_path=str(package.path),
-            contract_fingerprint=event.contract_fingerprint,
-            metrics=dict(event.metrics),
-            params=dict(event.params),
-            data_lineage=event.data.to_avro(),
-            code=event.code.to_avro(),
-            environment=event.environment.to_avro(),
-            manifest=package.manifest,
-            parent_version=logged.parent_version
-            if logged is not None
-            else parent_of(
-                event.parent_version, existing, champion, max(existing) if existing else None
-            ),
-            trained_event_id=event.meta.event_id,
-            correlation_id=meta.correlation_id,
-            registered_event_id=meta.event_id,
-            registered_at=meta.occurred_at,
-            producer=meta.producer,
-        )
-
+    announced.catch_up()
+    logged = announced.answer_for(event.meta.event_id)
     try:
-        row = store.add_version(event.model, build)
+        with store.unit_of_work() as work:
+            existing = work.versions(event.model)
+            version, parent = place_version(
+                existing,
+                work.aliases(event.model)[CHAMPION],
+                event.parent_version,
+                announced.latest(event.model),
+            )
+            if logged is not None:  # adopt exactly what the log announced
+                version, parent, meta = logged.version, logged.parent_version, logged.meta
+            else:
+                meta = new_meta(producer, cause=event)
+            row = work.add_version(version_row(event, package, version, parent, meta))
     except IntegrityError:
         # A concurrent delivery of the same event won the race: answer as it did.
         row_or_none = store.version_for_trained_event(event.meta.event_id)
@@ -108,17 +86,57 @@ def register_trained_model(
     return [] if logged is not None else [registered_event(row)]
 
 
+def version_row(
+    event: t.ModelTrained,
+    package: VerifiedPackage,
+    version: int,
+    parent: int | None,
+    meta: t.EventMeta,
+) -> ModelVersion:
+    """The database row of a version, announced with ``meta``."""
+    return ModelVersion(
+        model=event.model,
+        version=version,
+        run_id=event.run_id,
+        job_id=event.job_id,
+        artifact_uri=event.artifact_uri,
+        artifact_sha256=event.artifact_sha256,
+        package_path=str(package.path),
+        contract_fingerprint=event.contract_fingerprint,
+        metrics=dict(event.metrics),
+        params=dict(event.params),
+        data_lineage=event.data.to_avro(),
+        code=event.code.to_avro(),
+        environment=event.environment.to_avro(),
+        manifest=package.manifest,
+        parent_version=parent,
+        trained_event_id=event.meta.event_id,
+        correlation_id=meta.correlation_id,
+        registered_event_id=meta.event_id,
+        registered_at=meta.occurred_at,
+        producer=meta.producer,
+    )
+
+
 def follow_aliases(event: AliasEvent, store: RegistryStore, mirror: Mirror) -> list[Any]:
     """TrafficShifted / ModelPromoted / ModelRolledBack -> champion and canary history, mirrored."""
-    moves = store.apply_alias_event(
-        event_id=event.meta.event_id,
-        event_type=type(event).__name__,
-        model=event.model,
-        changed_at=event.meta.occurred_at,
-        reason=event.reason,
-        moves_for=lambda current: alias_moves(event, current),
-    )
-    for move in moves or ():
+    event_type = type(event).__name__
+    try:
+        with store.unit_of_work() as work:
+            if not work.first_time(event.meta.event_id, event_type, event.model):
+                return []
+            moves = alias_moves(event, work.aliases(event.model))
+            work.move_aliases(
+                event.model,
+                moves,
+                changed_at=event.meta.occurred_at,
+                event_id=event.meta.event_id,
+                event_type=event_type,
+                reason=event.reason,
+            )
+    except IntegrityError:
+        return []  # another writer applied the same event first
+    for move in moves:
         row = store.version(event.model, move.version) if move.version is not None else None
         if move.version is not None and (row is None or row.mlflow_version is None):
             log.warning("alias names an unmirrored version", model=event.model, move=move)
@@ -252,6 +270,15 @@ def failed_event(failure: RegistrationFailure) -> t.RegistrationFailed:
         run_id=failure.run_id,
         artifact_uri=failure.artifact_uri,
         reason=failure.reason,
+    )
+
+
+def _admit(event: t.ModelTrained, vault: PackageVault) -> VerifiedPackage:
+    problem = model_name_problem(event.model)
+    if problem:
+        raise ArtifactRejected(problem)
+    return vault.admit(
+        event.model, event.artifact_uri, event.artifact_sha256, event.contract_fingerprint
     )
 
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from modelbus_registry.db import AliasChange, ModelVersion, ProcessedEvent, RegistrationFailure
-from modelbus_registry.domain import ALIASES, CHAMPION, AliasMove, next_version
+from modelbus_registry.domain import ALIASES, AliasMove
 
 
 class RegistryStore:
@@ -38,22 +38,15 @@ class RegistryStore:
             )
             return session.exec(query).first()
 
-    def add_version(
-        self, model: str, build: Callable[[int, set[int], int | None], ModelVersion]
-    ) -> ModelVersion:
-        """Insert the row ``build(next version, existing versions, champion)`` makes.
+    @contextmanager
+    def unit_of_work(self) -> Iterator[UnitOfWork]:
+        """One transaction: read what a decision needs, then write it, all or nothing.
 
-        One transaction; the unique constraints make a concurrent writer fail rather than
-        duplicate, and the caller sees IntegrityError.
+        The unique constraints make a concurrent writer fail rather than duplicate; the
+        caller sees IntegrityError when the block exits.
         """
         with self._session() as session, session.begin():
-            existing = set(
-                session.exec(select(ModelVersion.version).where(ModelVersion.model == model))
-            )
-            champion = _alias_at(session, model, CHAMPION, None)
-            row = build(next_version(max(existing) if existing else None), existing, champion)
-            session.add(row)
-        return row
+            yield UnitOfWork(session)
 
     def add_failure(self, failure: RegistrationFailure) -> RegistrationFailure:
         """Record a refusal."""
@@ -127,39 +120,57 @@ class RegistryStore:
             query = query.order_by(col(AliasChange.changed_at), col(AliasChange.id))
             return list(session.exec(query))
 
-    def apply_alias_event(
+
+class UnitOfWork:
+    """The reads and writes of one registry transaction (see RegistryStore.unit_of_work)."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def versions(self, model: str) -> set[int]:
+        """Every version number ``model`` has."""
+        query = select(ModelVersion.version).where(ModelVersion.model == model)
+        return set(self._session.exec(query))
+
+    def aliases(self, model: str) -> dict[str, int | None]:
+        """Current version of each alias of ``model`` (None: not set)."""
+        return {alias: _alias_at(self._session, model, alias, None) for alias in ALIASES}
+
+    def add_version(self, row: ModelVersion) -> ModelVersion:
+        """Insert a version."""
+        self._session.add(row)
+        return row
+
+    def first_time(self, event_id: str, event_type: str, model: str) -> bool:
+        """Mark an event processed; False when it already was."""
+        if self._session.get(ProcessedEvent, event_id) is not None:
+            return False
+        self._session.add(ProcessedEvent(event_id=event_id, event_type=event_type, model=model))
+        return True
+
+    def move_aliases(
         self,
+        model: str,
+        moves: Sequence[AliasMove],
         *,
+        changed_at: datetime,
         event_id: str,
         event_type: str,
-        model: str,
-        changed_at: datetime,
         reason: str,
-        moves_for: Callable[[dict[str, int | None]], Sequence[AliasMove]],
-    ) -> list[AliasMove] | None:
-        """Apply ``moves_for(current aliases)`` once per event; None when already applied."""
-        try:
-            with self._session() as session, session.begin():
-                if session.get(ProcessedEvent, event_id) is not None:
-                    return None
-                session.add(ProcessedEvent(event_id=event_id, event_type=event_type, model=model))
-                current = {alias: _alias_at(session, model, alias, None) for alias in ALIASES}
-                moves = list(moves_for(current))
-                for move in moves:
-                    session.add(
-                        AliasChange(
-                            model=model,
-                            alias=move.alias,
-                            version=move.version,
-                            changed_at=changed_at,
-                            event_id=event_id,
-                            event_type=event_type,
-                            reason=reason,
-                        )
-                    )
-        except IntegrityError:
-            return None  # another writer applied the same event first
-        return moves
+    ) -> None:
+        """Record each move of an alias, caused by one event."""
+        for move in moves:
+            self._session.add(
+                AliasChange(
+                    model=model,
+                    alias=move.alias,
+                    version=move.version,
+                    changed_at=changed_at,
+                    event_id=event_id,
+                    event_type=event_type,
+                    reason=reason,
+                )
+            )
 
 
 def _alias_at(session: Session, model: str, alias: str, at: datetime | None) -> int | None:
