@@ -24,7 +24,7 @@ from modelbus_registry.artifacts import PackageVault
 from modelbus_registry.config import Settings
 from modelbus_registry.db import make_engine
 from modelbus_registry.domain import AnnouncedVersions
-from modelbus_registry.handlers import EVENT_HANDLERS, resync_mirror
+from modelbus_registry.handlers import EVENT_HANDLERS, adopt_log, resync_mirror
 from modelbus_registry.lifecycle_log import LoggedVersions
 from modelbus_registry.mirror import Mirror, MlflowMirror, NoMirror
 from modelbus_registry.store import RegistryStore
@@ -113,8 +113,11 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         ),
     )
     codec = registry.codec
-    # The log is the truth: read what it announced before consuming or writing anything.
-    await asyncio.to_thread(registry.announced.catch_up)
+    await asyncio.to_thread(codec.store.warm_up)
+    # The log is the truth: adopt what it announced before consuming or writing anything.
+    await asyncio.to_thread(
+        adopt_log, registry.store, registry.vault, registry.mirror, registry.announced
+    )
     publisher = AsyncPublisher(kafka, codec, client_id=registry.producer)
     consumer = AsyncConsumerLoop(
         kafka,

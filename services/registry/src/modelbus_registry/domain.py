@@ -84,12 +84,15 @@ class AnnouncedVersions:
     def __init__(self) -> None:
         self._answers: dict[str, t.ModelRegistered] = {}
         self._latest: dict[str, int] = {}
+        self._trained: dict[str, t.ModelTrained] = {}
 
     def catch_up(self) -> None:
         """Read what the log holds beyond what this view has seen."""
 
     def record(self, event: Any) -> None:
-        """Take one lifecycle event into account (anything but ModelRegistered is ignored)."""
+        """Take one lifecycle event into account (ModelTrained and ModelRegistered count)."""
+        if isinstance(event, t.ModelTrained):
+            self._trained.setdefault(event.meta.event_id, event)
         if not isinstance(event, t.ModelRegistered):
             return
         self._latest[event.model] = max(event.version, self._latest.get(event.model, 0))
@@ -103,6 +106,25 @@ class AnnouncedVersions:
     def latest(self, model: str) -> int | None:
         """The highest version of ``model`` announced on the log."""
         return self._latest.get(model)
+
+    def models(self) -> list[str]:
+        """Every model with an announced version."""
+        return sorted(self._latest)
+
+    def not_held(
+        self, model: str, held: set[int]
+    ) -> list[tuple[t.ModelTrained, t.ModelRegistered]]:
+        """Announced versions of ``model`` missing from ``held``, with their cause, oldest first."""
+        return sorted(
+            (
+                (self._trained[trained_id], answer)
+                for trained_id, answer in self._answers.items()
+                if answer.model == model
+                and answer.version not in held
+                and trained_id in self._trained
+            ),
+            key=lambda pair: pair[1].version,
+        )
 
 
 def alias_moves(event: Any, current: Mapping[str, int | None]) -> list[AliasMove]:

@@ -60,6 +60,7 @@ def register_trained_model(
         log.warning("registration refused", model=event.model, reason=str(error))
         return [failed_event(_record_failure(event, str(error), store, producer))]
     announced.catch_up()
+    adopt_announced(event.model, store, vault, mirror, announced, skip=event.meta.event_id)
     logged = announced.answer_for(event.meta.event_id)
     try:
         with store.unit_of_work() as work:
@@ -84,6 +85,58 @@ def register_trained_model(
     log.info("registered", model=row.model, version=row.version, adopted=logged is not None)
     mirror_version(row, store, mirror)
     return [] if logged is not None else [registered_event(row)]
+
+
+def adopt_announced(
+    model: str,
+    store: RegistryStore,
+    vault: PackageVault,
+    mirror: Mirror,
+    announced: AnnouncedVersions,
+    *,
+    skip: str | None = None,
+) -> list[int]:
+    """Add the versions of ``model`` the log announced but the database lacks; nothing is published.
+
+    Each keeps the number, parent and event the log holds. A package that no longer verifies
+    is left out (and logged); its number stays taken, since ``announced`` remembers it.
+    """
+    held = {row.version for row in store.versions(model)}
+    adopted = []
+    for trained, answer in announced.not_held(model, held):
+        if trained.meta.event_id == skip:
+            continue
+        try:
+            package = _admit(trained, vault)
+        except ArtifactRejected as error:
+            log.warning("cannot adopt a logged version", model=model, version=answer.version,
+                        reason=str(error))  # fmt: skip
+            continue
+        try:
+            with store.unit_of_work() as work:
+                work.add_version(
+                    version_row(
+                        trained, package, answer.version, answer.parent_version, answer.meta
+                    )
+                )
+        except IntegrityError:
+            continue  # adopted meanwhile by another delivery
+        adopted.append(answer.version)
+        row = store.version(model, answer.version)
+        if row is not None:
+            mirror_version(row, store, mirror)
+    if adopted:
+        log.info("adopted versions from the log", model=model, versions=adopted)
+    return adopted
+
+
+def adopt_log(
+    store: RegistryStore, vault: PackageVault, mirror: Mirror, announced: AnnouncedVersions
+) -> None:
+    """Bring the database up to what the log announced, for every model (run at start)."""
+    announced.catch_up()
+    for model in announced.models():
+        adopt_announced(model, store, vault, mirror, announced)
 
 
 def version_row(
