@@ -38,13 +38,28 @@ def credit_rows(n_rows: int, *, seed: int = 7) -> tuple[list[dict], list[int]]:
 
 
 def build_credit_package(
-    directory: Path, *, name: str = "credit", seed: int = 1, n_rows: int = 2000, epochs: int = 30
+    directory: Path,
+    *,
+    name: str = "credit",
+    seed: int = 1,
+    n_rows: int = 2000,
+    epochs: int = 30,
+    flip_where: tuple[str, int] | None = None,
 ) -> str:
-    """Train a small seeded MLP on generated credit data, write its package; returns sha256."""
+    """Train a small seeded MLP on generated credit data, write its package; returns sha256.
+
+    ``flip_where=(feature, value)`` trains on inverted labels where the feature has that value:
+    a model wrong on one slice of the inputs.
+    """
     import torch
 
     contract = credit_contract()
     rows, labels = credit_rows(n_rows, seed=seed)
+    if flip_where is not None:
+        feature, value = flip_where
+        labels = [
+            1 - y if row[feature] == value else y for row, y in zip(rows, labels, strict=True)
+        ]
     preprocessor = Preprocessor.fit(rows, contract)
     x = torch.from_numpy(preprocessor.transform(rows))
     y = torch.tensor(labels)

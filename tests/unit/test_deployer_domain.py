@@ -225,7 +225,7 @@ def test_a_silent_monitor_pauses_the_rollout_once_and_never_promotes() -> None:
     paused = run.deployer.tick("credit", now=T0 + timedelta(seconds=40))
     assert kinds(paused) == ["CanaryEvaluated"]
     assert paused[0].verdict == "wait"
-    assert paused[0].reasons[0].startswith("paused: no ModelHealth for 39s")
+    assert paused[0].reasons[0].startswith("paused: no ModelHealth for 40s")
     assert run.deployer.tick("credit", now=T0 + timedelta(seconds=50)) == []
     assert champion_of(run) == 1
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from confluent_kafka import Consumer
 
 from modelbus.bus import Publisher, kafka_schema_store
@@ -43,6 +45,13 @@ def bootstrap(settings: Settings) -> DeployerLoop:
             extra_config={"transactional.id": f"{settings.group_id}-decisions"},
         )
 
+    pattern = re.compile(settings.models_pattern)
     return DeployerLoop(
-        lifecycle, health, codec, new_deployer, new_publisher, tick_s=settings.tick_s
+        lifecycle,
+        health,
+        codec,
+        new_deployer,
+        new_publisher,
+        tick_s=settings.tick_s,
+        watches=lambda model: pattern.fullmatch(model) is not None,
     )

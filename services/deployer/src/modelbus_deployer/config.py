@@ -28,6 +28,10 @@ class Settings(BaseSettings):
         description="How long a dead active deployer keeps the lifecycle partition before a "
         "passive one takes over.",
     )
+    models_pattern: str = Field(
+        default=r"[^.]+",
+        description="Regular expression (full match) of the model names this deployer manages.",
+    )
     tick_s: float = Field(
         default=0.5, gt=0, le=10, description="How often timers (bake time, health gaps) run."
     )

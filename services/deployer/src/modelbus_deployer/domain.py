@@ -86,6 +86,8 @@ class Deployer:
     policy: t.RolloutPolicy
     models: dict[str, ModelState] = field(default_factory=dict)
     folded: set[str] = field(default_factory=set)
+    _now: datetime | None = None
+    """The time of the decision under way (decisions happen at ``now``; ids ignore it)."""
 
     def state(self, model: str) -> ModelState:
         """A model's state (created empty on first sight)."""
@@ -184,7 +186,12 @@ class Deployer:
         if not isinstance(event, t.ModelHealth) and event.meta.event_id in self.folded:
             return []
         self.apply(event)
-        decisions = [d for d in self._decisions(event, now) if d.meta.event_id not in self.folded]
+        self._now = now
+        try:
+            made = self._decisions(event, now)
+        finally:
+            self._now = None
+        decisions = [d for d in made if d.meta.event_id not in self.folded]
         for decision in decisions:
             self.apply(decision)
         return decisions
@@ -229,7 +236,7 @@ class Deployer:
     def _meta(self, cause: Any, what: str, correlation_id: str | None = None) -> t.EventMeta:
         return t.EventMeta(
             event_id=decision_id(cause.meta.event_id, what),
-            occurred_at=cause.meta.occurred_at,
+            occurred_at=self._now or cause.meta.occurred_at,
             producer=self.producer,
             correlation_id=correlation_id or cause.meta.correlation_id,
             causation_id=cause.meta.event_id,

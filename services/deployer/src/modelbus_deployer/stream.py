@@ -46,7 +46,9 @@ class DeployerLoop:
         new_publisher: NewPublisher,
         *,
         tick_s: float,
+        watches: Callable[[str], bool] = lambda model: True,
     ) -> None:
+        self.watches = watches
         self.lifecycle = lifecycle
         self.health = health
         self.codec = codec
@@ -156,13 +158,18 @@ class DeployerLoop:
     # -- handling ---------------------------------------------------------------------------
 
     def _decode(self, message: Any) -> Any:
+        """The event, or None when undecodable, unknown, or about a model not watched."""
         envelope = from_confluent(message)
+        if envelope.key is not None and not self.watches(envelope.key.decode(errors="replace")):
+            return None
         try:
             event = self.codec.decode(envelope.value or b"", where=envelope.where)
         except CodecError as error:
             log.warning("skipping an undecodable event", where=envelope.where, error=error.cause)
             return None
-        return None if isinstance(event, GenericRecord) else event
+        if isinstance(event, GenericRecord) or not self.watches(getattr(event, "model", "")):
+            return None
+        return event
 
     def _lifecycle_message(self, message: Any) -> None:
         if self.deployer is None:
@@ -222,7 +229,7 @@ class DeployerLoop:
             return
         self.decisions += len(decisions)
         for decision in decisions:
-            log.info("decided", event=type(decision).__name__, model=decision.model,
+            log.info("decided", kind=type(decision).__name__, model=decision.model,
                      id=decision.meta.event_id, at=_iso(decision.meta.occurred_at))  # fmt: skip
 
 

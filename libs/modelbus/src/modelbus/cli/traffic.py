@@ -15,6 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from confluent_kafka import KafkaException
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
+
 from modelbus.bus import Publisher, data_topic
 from modelbus.bus.envelope import from_confluent
 from modelbus.bus.reading import follow_from_now
@@ -70,13 +73,14 @@ class LiveTraffic:
         rate_per_s: float,
         seed: int,
         classification_function: int = 0,
+        contract: str | None = None,
     ) -> None:
         self.model = model
         self.rate_per_s = rate_per_s
         self.seed = seed
         self.publisher = Publisher(settings, codec, client_id=f"modelbus-demo-traffic-{seed}")
         self.codec = codec
-        self.schema_name = f"modelbus.models.{model}.PredictionRequest"
+        self.schema_name = f"modelbus.models.{contract or model}.PredictionRequest"
         self.tally = Tally()
         self.duplicates = 0
         self.sent = 0
@@ -88,7 +92,13 @@ class LiveTraffic:
         self._stop = threading.Event()
         self._sending = threading.Event()
         self._sending.set()
-        self._results = follow_from_now(
+        # A topic created a moment ago may not have its leaders elected yet: retry briefly.
+        self._results = retry(
+            retry=retry_if_exception_type(KafkaException),
+            stop=stop_after_delay(15),
+            wait=wait_fixed(0.5),
+            reraise=True,
+        )(follow_from_now)(
             settings.bootstrap_servers, data_topic(model, "predictions"), purpose="demo-results"
         )
         self._threads = [
