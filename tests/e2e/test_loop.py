@@ -181,6 +181,7 @@ def loop(kafka_settings: KafkaSettings, tmp_path_factory: pytest.TempPathFactory
     inference = {
         **common,
         "MODELBUS_INFERENCE_MODEL": model,
+        "MODELBUS_INFERENCE_SERVE_LATEST_WITHOUT_ROUTES": "true",
         "MODELBUS_INFERENCE_HTTP_PORT": str(inference_port),
     }
     codec = build_codec(kafka_schema_store(kafka_settings.bootstrap_servers))

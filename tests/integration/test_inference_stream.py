@@ -228,6 +228,7 @@ def test_two_worker_processes_share_the_consumer_group(
             "MODELBUS_INFERENCE_MODEL": model,
             "MODELBUS_INFERENCE_CONTRACT": "credit",
             "MODELBUS_INFERENCE_HTTP_PORT": "0",
+            "MODELBUS_INFERENCE_SERVE_LATEST_WITHOUT_ROUTES": "true",
         },
     )
     reader = TopicReader(bootstrap, data_topic(model, "predictions"), codec)

@@ -31,6 +31,8 @@ def start_worker(
         "MODELBUS_INFERENCE_CONTRACT": CONTRACT,
         "MODELBUS_INFERENCE_HTTP_PORT": str(http_port),
         "MODELBUS_INFERENCE_SESSION_TIMEOUT_MS": "6000",
+        # Most tests register a version and serve it with no deployer running.
+        "MODELBUS_INFERENCE_SERVE_LATEST_WITHOUT_ROUTES": "true",
         **env,
     }
     return subprocess.Popen(

@@ -51,9 +51,10 @@ class Settings(BaseSettings):
         description="Torch intra-op threads per worker; scale out with workers, not threads.",
     )
     serve_latest_without_routes: bool = Field(
-        default=True,
-        description="Serve the newest registered version as champion while a model has no "
-        "TrafficShifted yet (first deployment).",
+        default=False,
+        description="For deployments without a deployer: serve the newest registered version "
+        "as champion while a model has no TrafficShifted. Off by default, because with a "
+        "deployer running only its TrafficShifted decides what is served.",
     )
     transaction_timeout_ms: int = Field(
         default=15_000,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,7 +186,37 @@ def ensure_topics(
         except Exception as error:
             if "TOPIC_ALREADY_EXISTS" not in str(error):
                 raise
+    _wait_until_served(bootstrap_servers, created, timeout_s)
     return created
+
+
+def _wait_until_served(bootstrap_servers: str, topics: list[str], timeout_s: float) -> None:
+    """Return once every partition of ``topics`` has a leader that answers for its offsets.
+
+    A topic is created before its leaders are elected; a reader straight after would get
+    NOT_LEADER_FOR_PARTITION.
+    """
+    if not topics:
+        return
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    probe = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "modelbus-topic-probe"})
+    deadline = time.monotonic() + timeout_s
+    try:
+        pending = list(topics)
+        while pending:
+            topic = pending[0]
+            try:
+                partitions = probe.list_topics(topic, timeout=5).topics[topic].partitions
+                for partition in partitions:
+                    probe.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
+                pending.pop(0)
+            except (KafkaException, KeyError):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"topic {topic} has no leader after {timeout_s}s") from None
+                time.sleep(0.2)
+    finally:
+        probe.close()
 
 
 def describe_topics(bootstrap_servers: str, names: list[str], timeout_s: float = 30.0) -> dict:

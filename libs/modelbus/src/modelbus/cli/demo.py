@@ -59,6 +59,16 @@ _COMMON_ENV = {
     "MODELBUS_TRAINER_BATCH_SIZE": "64",
     "MODELBUS_TRAINER_DRIFT_COOLDOWN_S": "3600",
     "MODELBUS_INFERENCE_SERVE_LATEST_WITHOUT_ROUTES": "false",
+    # A demo-sized stream (a few hundred requests/s): smaller samples per step, wider margins
+    # than the production defaults, so a canary is judged in tens of seconds, not minutes.
+    "MODELBUS_DEPLOYER_MIN_REQUESTS": "150",
+    "MODELBUS_DEPLOYER_MIN_LABELLED": "150",
+    "MODELBUS_DEPLOYER_MIN_BAKE_S": "5",
+    "MODELBUS_DEPLOYER_MAX_ERROR_RATE_INCREASE": "0.02",
+    "MODELBUS_DEPLOYER_MAX_ACCURACY_DROP": "0.05",
+    "MODELBUS_DEPLOYER_MAX_LOG_LOSS_INCREASE": "0.5",
+    "MODELBUS_MONITOR_WINDOW_S": "2",
+    "MODELBUS_MONITOR_LATENESS_S": "2",
 }
 PLANS = {
     "full": Plan(
