@@ -21,23 +21,12 @@ from tests.support.files import write_tree
 
 REPO = Path(__file__).resolve().parents[2]
 
-NO_PRODUCER_YET = {
-    "RolloutStarted": "the deployer is not built yet",
-    "TrafficShifted": "the deployer is not built yet",
-    "CanaryEvaluated": "the deployer is not built yet",
-    "ModelPromoted": "the deployer is not built yet",
-    "ModelRolledBack": "the deployer is not built yet",
-}
+NO_PRODUCER_YET: dict[str, str] = {}
 """Lifecycle events nobody emits today; each entry leaves when its producer lands."""
 
 NO_CONSUMER = {
     "RegistrationFailed": "read by audits and `events tail`: no service acts on it",
-    "CanaryEvaluated": "read by audits and `events tail`: no service acts on it",
     "ModelLoaded": "read by audits and `events tail`: no service acts on it",
-    "ModelLoadFailed": "read by audits and `events tail`: no service acts on it",
-    "RolloutStarted": "the deployer (its consumer) is not built yet",
-    "RollbackRequested": "the deployer (its consumer) is not built yet",
-    "PromotionRequested": "the deployer (its consumer) is not built yet",
 }
 """Lifecycle events no service consumes, and why."""
 

@@ -17,19 +17,16 @@ def decide(event: Any, deployer: Deployer, now: datetime) -> list[Any]:
 
 
 EVENT_HANDLERS: dict[type, list[Callable[..., list[Any]]]] = {
-    event_type: [decide]
-    for event_type in (
-        t.ModelRegistered,
-        t.ModelLoadFailed,
-        t.PromotionRequested,
-        t.RollbackRequested,
-        t.ModelHealth,
-        t.RolloutStarted,
-        t.TrafficShifted,
-        t.CanaryEvaluated,
-        t.ModelPromoted,
-        t.ModelRolledBack,
-    )
+    t.ModelRegistered: [decide],
+    t.ModelLoadFailed: [decide],
+    t.PromotionRequested: [decide],
+    t.RollbackRequested: [decide],
+    t.ModelHealth: [decide],
+    t.RolloutStarted: [decide],
+    t.TrafficShifted: [decide],
+    t.CanaryEvaluated: [decide],
+    t.ModelPromoted: [decide],
+    t.ModelRolledBack: [decide],
 }
 
 
