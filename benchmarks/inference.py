@@ -520,7 +520,14 @@ def profile_worker(settings: KafkaSettings, artifact: dict[str, Any], backlog: i
         settings, codec, registered(model, 1, artifact["package_dir"], artifact["sha256"])
     )
     worker = bootstrap(
-        Settings(kafka=settings, model=model, contract=CONTRACT, http_port=0, max_batch_size=1000)
+        Settings(
+            kafka=settings,
+            model=model,
+            contract=CONTRACT,
+            http_port=0,
+            max_batch_size=1000,
+            serve_latest_without_routes=True,
+        )
     )
     worker.lifecycle.replay(30)
     worker.stream.start()

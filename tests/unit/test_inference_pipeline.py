@@ -60,7 +60,7 @@ def manager_with(models: dict[int, Any]) -> ModelManager:
             raise LoadFailed(found)
         return found
 
-    return ModelManager(MODEL, load, worker="inference@test")
+    return ModelManager(MODEL, load, worker="inference@test", serve_latest_without_routes=True)
 
 
 def registered_event(version: int, model: str = MODEL) -> t.ModelRegistered:

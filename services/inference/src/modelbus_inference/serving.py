@@ -40,7 +40,7 @@ class ModelManager:
         loader: Loader,
         *,
         worker: str,
-        serve_latest_without_routes: bool = True,
+        serve_latest_without_routes: bool = False,
     ) -> None:
         self.model = model
         self.loader = loader
