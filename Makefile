@@ -3,6 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 KAFKA_PORT ?= 19092
+KAFKA_BROKERS ?= 1
 # The tests get a broker of their own (another port and data directory), so `make test`
 # never reads or writes the lifecycle log of `make demo`/`make up`.
 TEST_KAFKA_PORT ?= 19192
@@ -27,11 +28,11 @@ setup: ## install Python deps from uv.lock and the Kafka jars from Maven Central
 	$(UV) sync --frozen --all-packages
 	infra/kafka/kafka.sh setup
 
-kafka-up: ## start the native Kafka broker (reuses a running one)
-	KAFKA_PORT=$(KAFKA_PORT) infra/kafka/kafka.sh up
+kafka-up: ## start the native Kafka broker, or a cluster with KAFKA_BROKERS=3 (reuses a running one)
+	KAFKA_PORT=$(KAFKA_PORT) KAFKA_BROKERS=$(KAFKA_BROKERS) infra/kafka/kafka.sh up
 
-kafka-down: ## stop the native Kafka broker
-	KAFKA_PORT=$(KAFKA_PORT) infra/kafka/kafka.sh down
+kafka-down: ## stop the native Kafka broker (or cluster)
+	KAFKA_PORT=$(KAFKA_PORT) KAFKA_BROKERS=$(KAFKA_BROKERS) infra/kafka/kafka.sh down
 
 lint: ## ruff (lint + format check) and mypy
 	$(UV) run --frozen ruff check .
