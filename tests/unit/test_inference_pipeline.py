@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from modelbus.events import build_codec, load_contract, new_meta
+from modelbus.events import build_codec, event_schemas, load_contract, new_meta
 from modelbus.events import types as t
 from modelbus.events.meta import now_utc
+from modelbus.events.schemas import request_schema_for
 from modelbus_inference.config import Settings
 from modelbus_inference.domain import Registration
 from modelbus_inference.handlers import model_registered, traffic_shifted
@@ -22,6 +25,9 @@ from modelbus_inference.validation import ContractFields, Rejected, RequestDecod
 
 MODEL = "credit"
 TOPIC = "modelbus.credit.requests"
+OLD_REQUEST = (
+    Path(__file__).parents[2] / "schemas/history/modelbus.events.PredictionRequest.v1.avsc"
+)
 ROW = {
     "salary": 50_000.0,
     "commission": 10_000.0,
@@ -94,13 +100,16 @@ def contract() -> dict[str, Any]:
     return load_contract("credit")
 
 
-def request_bytes(codec, request_id: str, features: dict, model: str = MODEL) -> bytes:  # type: ignore[no-untyped-def]
+def request_bytes(  # type: ignore[no-untyped-def]
+    codec, request_id: str, features: dict, model: str = MODEL, pinned: int | None = None
+) -> bytes:
     record = {
         "meta": new_meta("producer").to_avro(),
         "request_id": request_id,
         "model": model,
         "sent_at": now_utc(),
         "features": features,
+        "pinned_version": pinned,
     }
     return codec.encode_record(
         record, codec.store.reader("modelbus.models.credit.PredictionRequest")
@@ -256,3 +265,53 @@ def test_settings_default_the_contract_to_the_model_and_refuse_a_limit_above_the
     assert settings.worker_name == "modelbus-inference-credit7-0"
     with pytest.raises(ValueError, match="exceeds the broker message limit"):
         Settings(max_request_bytes=10_000_000)
+
+
+def test_a_pinned_request_is_answered_by_its_loaded_version_as_variant_pinned(
+    codec, contract
+) -> None:  # type: ignore[no-untyped-def]
+    models = manager_with({1: FakeModel(1), 2: FakeModel(2)})
+    model_registered(registered_event(1), models)
+    traffic_shifted(shifted_event([("champion", 1, 100.0)]), models)
+    model_registered(registered_event(2), models)  # pre-loaded, no traffic
+    batch = [
+        Incoming(TOPIC, 0, 0, b"a", request_bytes(codec, "a", ROW, pinned=2)),
+        Incoming(TOPIC, 0, 1, b"b", request_bytes(codec, "b", ROW, pinned=7)),
+        Incoming(TOPIC, 0, 2, b"c", request_bytes(codec, "c", ROW)),
+    ]
+    assert models.serving is not None
+    outputs = predictor(codec, contract, Metrics()).predict(batch, models.serving)
+    answered = {o.key: codec.decode(o.value) for o in outputs}
+    assert {k: (r.version, r.variant) for k, r in answered.items()} == {
+        b"a": (2, "pinned"),
+        b"b": (1, "champion"),
+        b"c": (1, "champion"),
+    }
+
+
+def test_a_request_from_a_writer_before_pinning_existed_is_routed_normally(codec, contract) -> None:  # type: ignore[no-untyped-def]
+    today = event_schemas()["modelbus.events.PredictionRequest"]
+    released = [f["name"] for f in json.loads(OLD_REQUEST.read_text())["fields"]]
+    template = {**today, "fields": [f for f in today["fields"] if f["name"] in released]}
+    assert (
+        [f["name"] for f in template["fields"]]
+        == released
+        == [f["name"] for f in today["fields"] if f["name"] != "pinned_version"]
+    )
+    old = codec.store.add(request_schema_for(contract, template), reader=False)
+    record = {
+        "meta": new_meta("producer").to_avro(),
+        "request_id": "old",
+        "model": MODEL,
+        "sent_at": now_utc(),
+        "features": ROW,
+    }
+    models = manager_with({1: FakeModel(1)})
+    model_registered(registered_event(1), models)
+    traffic_shifted(shifted_event([("champion", 1, 100.0)]), models)
+    assert models.serving is not None
+    message = Incoming(TOPIC, 0, 0, b"o", codec.encode_record(record, old))
+    [output] = predictor(codec, contract, Metrics()).predict([message], models.serving)
+    result = codec.decode(output.value)
+    assert isinstance(result, t.PredictionResult)
+    assert (result.request_id, result.version, result.variant) == ("old", 1, "champion")

@@ -50,15 +50,21 @@ class Scored:
     error: str | None = None
 
 
-def score_rows(serving: Serving, keys: list[bytes], rows: list[dict[str, Any]]) -> list[Scored]:
-    """Route each row by its key and run every version's rows as one forward pass."""
-    routes = [serving.route(key) for key in keys]
+def score_rows(
+    serving: Serving,
+    keys: list[bytes],
+    rows: list[dict[str, Any]],
+    pins: list[int | None] | None = None,
+) -> list[Scored]:
+    """Route each row by its key (or its pinned version) and run each version as one pass."""
+    pinned = pins if pins is not None else [None] * len(keys)
+    routes = [serving.route(key, pin) for key, pin in zip(keys, pinned, strict=True)]
     by_version: dict[int, list[int]] = {}
     for index, (route, _) in enumerate(routes):
         by_version.setdefault(route.version, []).append(index)
     answers: list[Scored | None] = [None] * len(rows)
     for version, indices in by_version.items():
-        model = serving.models[version]
+        model = routes[indices[0]][1]
         started = time.perf_counter()
         try:
             scores = np.asarray(model.predict_rows([rows[i] for i in indices]), dtype=np.float64)
@@ -140,7 +146,8 @@ class BatchPredictor:
             return out
         self._batch_size.observe(len(good))
         keys = [m.key if m.key is not None else r["request_id"].encode() for m, r in good]
-        answers = score_rows(serving, keys, [r["features"] for _, r in good])
+        pins = [r.get("pinned_version") for _, r in good]
+        answers = score_rows(serving, keys, [r["features"] for _, r in good], pins)
         occurred_at = now_utc()
         event_ids = uuid4_strings(len(good))
         encode = self.results.encode

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -16,6 +16,7 @@ from modelbus_inference.runtime import LoadFailed, ServedModel
 
 log = structlog.get_logger(__name__)
 Loader = Callable[[Registration], ServedModel]
+PINNED = "pinned"
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,9 +25,18 @@ class Serving:
 
     table: RoutingTable
     models: dict[int, ServedModel]
+    pinnable: dict[int, ServedModel] = field(default_factory=dict)
 
-    def route(self, key: bytes) -> tuple[Route, ServedModel]:
-        """The route and the model for a request key."""
+    def route(self, key: bytes, pinned: int | None = None) -> tuple[Route, ServedModel]:
+        """The route and the model for a request key.
+
+        A request pinned to a loaded version gets that version as variant ``pinned`` (never
+        canary evidence); pinned to a version not loaded here, it is routed normally.
+        """
+        if pinned is not None:
+            model = self.pinnable.get(pinned)
+            if model is not None:
+                return Route(PINNED, pinned, 0.0), model
         route = self.table.route(key)
         return route, self.models[route.version]
 
@@ -93,10 +103,12 @@ class ModelManager:
                 serving=None if self.serving is None else sorted(self.serving.table.versions),
             )
             return events
-        self.serving = Serving(desired, {v: self.loaded[v] for v in desired.versions})
         keep = desired.versions | {max(self.history.registrations, default=0)}
         for version in set(self.loaded) - keep:
             del self.loaded[version]
+        self.serving = Serving(
+            desired, {v: self.loaded[v] for v in desired.versions}, dict(self.loaded)
+        )
         self.ready.set()
         return events
 
