@@ -176,23 +176,94 @@ def train(
     )
 
 
+WaitOption = Annotated[
+    float,
+    typer.Option(help="Seconds to wait for the deployer's decision (0: publish and return)."),
+]
+
+
+def _lifecycle_models() -> dict[str, Any]:
+    from modelbus.cli.rollouts import fold_models
+
+    settings = cli_settings()
+    codec = cli_codec(settings)
+    try:
+        events = [
+            event
+            for envelope in read_topic(settings.bootstrap_servers, LIFECYCLE_TOPIC, timeout_s=15)
+            if not isinstance(event := codec.decode(envelope.value or b""), GenericRecord)
+        ]
+    except (LookupError, TimeoutError, KafkaException) as error:
+        console.print(f"[red]the broker at {settings.bootstrap_servers} did not answer: {error}")
+        raise typer.Exit(1) from error
+    return fold_models(events)
+
+
+def _request_decision(event: Any, wait_s: float) -> None:
+    """Publish an operator request and wait for the deployer's decision caused by it."""
+    from modelbus.cli.follow import TopicFollower
+    from modelbus.cli.rollouts import describe_decision
+
+    settings = cli_settings()
+    follower = (
+        TopicFollower(settings.bootstrap_servers, LIFECYCLE_TOPIC, cli_codec(settings))
+        if wait_s > 0
+        else None
+    )
+    _publish_request(event)
+    if follower is None:
+        return
+    request_id = event.meta.event_id
+    try:
+        follower.wait_for(
+            lambda e: (
+                isinstance(e, t.ModelPromoted | t.ModelRolledBack)
+                and e.meta.causation_id == request_id
+            ),
+            timeout_s=wait_s,
+            on_event=lambda e: (
+                console.print(f"decided: {describe_decision(e)}")
+                if getattr(e.meta, "causation_id", None) == request_id
+                else None
+            ),
+            what="the deployer's decision",
+        )
+    except TimeoutError as error:
+        console.print(f"[red]no decision within {wait_s:g}s: is the deployer running?[/red]")
+        raise typer.Exit(1) from error
+    finally:
+        follower.close()
+
+
 @app.command("rollback")
 def rollback(
     model: Annotated[str, typer.Argument(help="Model to roll back.")],
     to_version: Annotated[
-        int | None, typer.Option(help="Version to serve (default: the previous champion).")
+        int | None,
+        typer.Option(help="Version to serve (default: the rollout's or previous champion)."),
     ] = None,
     reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "requested from CLI",
+    wait_s: WaitOption = 10.0,
 ) -> None:
-    """Ask the deployer to roll back now (publishes RollbackRequested)."""
-    _publish_request(
+    """Ask the deployer to roll back now (publishes RollbackRequested, waits for its decision).
+
+    Refused before publishing when the log shows nothing to roll back to.
+    """
+    from modelbus.cli.rollouts import rollback_refusal
+
+    refusal = rollback_refusal(_lifecycle_models(), model, to_version)
+    if refusal is not None:
+        console.print(f"[red]refused: {refusal}[/red]")
+        raise typer.Exit(2)
+    _request_decision(
         t.RollbackRequested(
             meta=new_meta(producer_id("cli")),
             model=model,
             to_version=to_version,
             requested_by=_operator(),
             reason=reason,
-        )
+        ),
+        wait_s,
     )
 
 
@@ -201,17 +272,102 @@ def promote(
     model: Annotated[str, typer.Argument(help="Model.")],
     version: Annotated[int, typer.Argument(help="Version to make champion.")],
     reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "requested from CLI",
+    wait_s: WaitOption = 10.0,
 ) -> None:
-    """Ask the deployer to promote a version now (publishes PromotionRequested)."""
-    _publish_request(
+    """Ask the deployer to promote a version now (publishes PromotionRequested, waits for it).
+
+    Refused before publishing when the version is not registered or already champion.
+    """
+    from modelbus.cli.rollouts import promotion_refusal
+
+    refusal = promotion_refusal(_lifecycle_models(), model, version)
+    if refusal is not None:
+        console.print(f"[red]refused: {refusal}[/red]")
+        raise typer.Exit(2)
+    _request_decision(
         t.PromotionRequested(
             meta=new_meta(producer_id("cli")),
             model=model,
             version=version,
             requested_by=_operator(),
             reason=reason,
-        )
+        ),
+        wait_s,
     )
+
+
+rollout_app = typer.Typer(help="Canary rollouts as the lifecycle log tells them.")
+app.add_typer(rollout_app, name="rollout")
+
+
+@rollout_app.command("status")
+def rollout_status(
+    model: Annotated[str, typer.Argument(help="Model.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Champion, routes, the rollout under way (step, share, latest verdict and guardrails)."""
+    view = _lifecycle_models().get(model)
+    if view is None:
+        console.print(f"[red]model {model!r} is not in the lifecycle log[/red]")
+        raise typer.Exit(1)
+    rollout = view.rollout
+    last = rollout.evaluations[-1] if rollout and rollout.evaluations else None
+    summary = {
+        "model": model,
+        "champion": view.champion,
+        "registered": view.registered,
+        "routes": [[r.variant, r.version, r.weight_pct] for r in view.routes],
+        "last_outcome": view.last_outcome or None,
+        "rollout": None
+        if rollout is None
+        else {
+            "rollout_id": rollout.rollout_id,
+            "candidate": rollout.candidate,
+            "champion": rollout.champion,
+            "steps_pct": rollout.steps_pct,
+            "share_pct": rollout.share_pct,
+            "started_at": str(rollout.started_at),
+            "evaluations": len(rollout.evaluations),
+            "latest": None
+            if last is None
+            else {
+                "step_pct": last.step_pct,
+                "verdict": last.verdict,
+                "reasons": list(last.reasons),
+                "guardrails": [
+                    {"name": g.name, "verdict": g.verdict, "detail": g.detail}
+                    for g in last.guardrails
+                ],
+            },
+        },
+    }
+    if as_json:
+        print(json.dumps(summary))
+        return
+    routes = ", ".join(f"v{r.version} {r.variant} {r.weight_pct:g}%" for r in view.routes)
+    console.print(f"{model}: champion v{view.champion}, routes {routes or '-'}")
+    if view.last_outcome:
+        console.print(f"last outcome: {view.last_outcome}")
+    if rollout is None:
+        console.print("no rollout under way")
+        return
+    steps = " -> ".join(f"{p:g}%" for p in rollout.steps_pct)
+    console.print(
+        f"rollout of v{rollout.candidate} against v{rollout.champion} since "
+        f"{rollout.started_at}: at {rollout.share_pct:g}% of steps {steps}"
+    )
+    if last is None:
+        console.print("no verdict yet")
+        return
+    console.print(
+        f"latest verdict at {last.step_pct:g}%: {last.verdict} ({'; '.join(last.reasons)})"
+    )
+    table = Table()
+    for column in ("guardrail", "verdict", "detail"):
+        table.add_column(column)
+    for guardrail in last.guardrails:
+        table.add_row(guardrail.name, guardrail.verdict, guardrail.detail)
+    console.print(table)
 
 
 @app.command("predict")
