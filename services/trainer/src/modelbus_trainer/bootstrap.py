@@ -93,6 +93,15 @@ class JobPlanner:
             reference_rows_cap=(
                 self.settings.drift_reference_rows if isinstance(event, t.DriftDetected) else None
             ),
+            onset_offsets=tuple((o.partition, o.offset) for o in event.onset_offsets)
+            if isinstance(event, t.DriftDetected)
+            else (),
+            onset_at_ms=int(event.onset_at.timestamp() * 1000)
+            if isinstance(event, t.DriftDetected) and event.onset_at is not None
+            else None,
+            corrupt_labels_where=event.corrupt_labels_where
+            if isinstance(event, t.TrainingRequested)
+            else None,
         )
 
 

@@ -47,6 +47,19 @@ class Settings(BaseSettings):
         description="Jobs started by DriftDetected keep only this many (of the newest) "
         "reference rows, so recent labelled requests outweigh a concept that may be stale.",
     )
+    min_post_drift_rows: int = Field(
+        default=1_000,
+        ge=1,
+        description="A job started by DriftDetected trains on the labelled requests after the "
+        "onset; with fewer than this, the newest older rows are added (never more than the "
+        "new ones).",
+    )
+    drift_data_wait_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="How long a drift job waits for min_post_drift_rows labelled requests "
+        "after the onset before it trains on what there is.",
+    )
     production_rows: int = Field(
         default=50_000,
         ge=0,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import structlog
 from confluent_kafka import Consumer, Message, TopicPartition
@@ -168,3 +169,90 @@ def _decode(codec: Codec, message: Message) -> object | None:
     except Exception as error:
         log.warning("skipping undecodable message", error=str(error))
         return None
+
+
+def labelled_requests(
+    bootstrap_servers: str,
+    codec: Codec,
+    model: str,
+    request_ranges: dict[int, tuple[int, int]],
+    *,
+    labels_since_ms: int,
+    timeout_s: float,
+) -> tuple[list[Slice], int]:
+    """Requests in exactly ``request_ranges`` joined with the Feedback labels written since
+    ``labels_since_ms``; one slice per requests partition plus the feedback ranges read.
+    Returns the slices and the labelled rows they hold."""
+    from modelbus.bus.reading import read_only_consumer, read_ranges, watermarks
+
+    requests_topic, feedback_topic = data_topic(model, "requests"), data_topic(model, "feedback")
+    consumer = read_only_consumer(bootstrap_servers, purpose="trainer-snapshot")
+    try:
+        marks = watermarks(consumer, feedback_topic, timeout_s=timeout_s)
+        found = consumer.offsets_for_times(
+            [TopicPartition(feedback_topic, p, labels_since_ms) for p in marks], timeout=timeout_s
+        )
+        feedback_ranges = {
+            tp.partition: (tp.offset if tp.offset >= 0 else marks[tp.partition][1],
+                           marks[tp.partition][1])
+            for tp in found
+        }  # fmt: skip
+        labels: dict[str, int] = {}
+        for envelope in read_ranges(consumer, feedback_topic, feedback_ranges, timeout_s=timeout_s):
+            event = _decode_envelope(codec, envelope)
+            if isinstance(event, t.Feedback) and event.model == model:
+                labels[event.request_id] = event.label
+        by_partition: dict[int, tuple[list[dict], list[int]]] = {
+            p: ([], []) for p in request_ranges
+        }
+        seen: set[str] = set()
+        for envelope in read_ranges(consumer, requests_topic, request_ranges, timeout_s=timeout_s):
+            event = _decode_envelope(codec, envelope)
+            if not isinstance(event, t.PredictionRequest) or event.request_id in seen:
+                continue
+            label = labels.get(event.request_id)
+            if label is None:
+                continue
+            seen.add(event.request_id)
+            rows, row_labels = by_partition[envelope.partition]
+            rows.append(dict(event.features))
+            row_labels.append(int(label))
+    finally:
+        consumer.close()
+    slices = [
+        Slice(rows=rows, labels=row_labels, source=DataSource(
+            kind="topic", uri=requests_topic, partition=p, start_offset=start,
+            end_offset=end, rows=len(rows)))
+        for p, (start, end) in sorted(request_ranges.items())
+        for rows, row_labels in [by_partition[p]]
+        if end > start
+    ]  # fmt: skip
+    slices += [
+        Slice(rows=[], labels=[], source=DataSource(
+            kind="topic", uri=feedback_topic, partition=p, start_offset=start, end_offset=end,
+            rows=0))
+        for p, (start, end) in sorted(feedback_ranges.items())
+        if end > start
+    ]  # fmt: skip
+    return slices, len(seen)
+
+
+def _decode_envelope(codec: Codec, envelope: Any) -> object | None:
+    try:
+        return codec.decode(envelope.value or b"", where=envelope.where)
+    except Exception as error:
+        log.warning("skipping undecodable message", error=str(error))
+        return None
+
+
+def request_marks(
+    bootstrap_servers: str, model: str, timeout_s: float
+) -> dict[int, tuple[int, int]]:
+    """partition -> (low, high) of the model's requests topic now."""
+    from modelbus.bus.reading import read_only_consumer, watermarks
+
+    consumer = read_only_consumer(bootstrap_servers, purpose="trainer-marks")
+    try:
+        return watermarks(consumer, data_topic(model, "requests"), timeout_s=timeout_s)
+    finally:
+        consumer.close()

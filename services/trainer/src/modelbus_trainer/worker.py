@@ -13,7 +13,7 @@ from modelbus.bus import kafka_schema_store
 from modelbus.events import build_codec
 from modelbus.events import load_contract as events_load_contract
 from modelbus.events.schemas import fingerprint_of
-from modelbus.events.types import CodeVersion, DataLineage, Environment
+from modelbus.events.types import CodeVersion, DataLineage, Environment, PartitionOffset
 from modelbus.packaging import (
     capture_environment,
     package_sha256,
@@ -23,8 +23,20 @@ from modelbus.packaging import (
     write_package,
 )
 from modelbus_trainer.config import Settings
-from modelbus_trainer.snapshot import Snapshot, TrainingError, assemble
-from modelbus_trainer.sources import production_slices, reference_slice
+from modelbus_trainer.regime import (
+    BadSlice,
+    flip_labels,
+    older_rows_wanted,
+    parse_slice,
+    post_onset_ranges,
+)
+from modelbus_trainer.snapshot import Slice, Snapshot, TrainingError, assemble
+from modelbus_trainer.sources import (
+    labelled_requests,
+    production_slices,
+    reference_slice,
+    request_marks,
+)
 from modelbus_trainer.tracking import log_run
 from modelbus_trainer.training import RUNTIME, TrainParams, fit_model
 
@@ -48,6 +60,11 @@ class JobSpec:
     parent_version: int | None = None
     read_production: bool = True
     reference_rows_cap: int | None = None
+    onset_offsets: tuple[tuple[int, int], ...] = ()
+    """(partition, first request offset after the drift's onset), from DriftDetected."""
+    onset_at_ms: int | None = None
+    corrupt_labels_where: str | None = None
+    """Demo and testing only: flip the labels of training rows where 'feature=value'."""
 
 
 @dataclass
@@ -83,7 +100,84 @@ def load_contract(model: str) -> dict:
 
 
 def build_snapshot(spec: JobSpec, contract: dict) -> Snapshot:
-    """Reference data plus labelled production requests, assembled and stored by sha256."""
+    """Reference data plus labelled production requests, assembled and stored by sha256.
+
+    After a drift whose onset is known, only the labelled requests after it (and, if they
+    are too few, as many of the newest older ones) — the old concept would mislead the model.
+    """
+    settings = spec.settings
+    corrupt = _corruption(spec, contract)
+    slices: list[Slice] = []
+    if spec.onset_offsets and spec.read_production:
+        slices = _after_onset(spec)
+    else:
+        slices = _reference_and_recent(spec)
+    if corrupt is not None:
+        feature, value = corrupt
+        slices = [
+            Slice(rows=s.rows, labels=flip_labels(s.rows, s.labels, feature, value)[0],
+                  source=s.source)
+            for s in slices
+        ]  # fmt: skip
+    return assemble(
+        slices,
+        contract,
+        max_rows=spec.max_rows,
+        min_rows=settings.min_rows,
+        snapshot_dir=settings.run_dir / "snapshots",
+        where_to_look=f"reference rows configured: {settings.reference_rows}; "
+        f"labelled requests read: {spec.read_production and settings.production_rows > 0}",
+    )
+
+
+def _corruption(spec: JobSpec, contract: dict) -> tuple[str, int] | None:
+    if spec.corrupt_labels_where is None:
+        return None
+    try:
+        return parse_slice(spec.corrupt_labels_where, contract)
+    except BadSlice as error:
+        raise TrainingError("validate", str(error)) from error
+
+
+def _after_onset(spec: JobSpec) -> list[Slice]:
+    """Labelled requests after the onset, waiting a while for enough of them."""
+    settings = spec.settings
+    bootstrap = settings.kafka.bootstrap_servers
+    codec = build_codec(kafka_schema_store(bootstrap), models=(spec.model,))
+    onset = [PartitionOffset(partition=p, offset=o) for p, o in spec.onset_offsets]
+    since_ms = (spec.onset_at_ms or 0) - 5_000
+    deadline = time.monotonic() + settings.drift_data_wait_s
+    while True:
+        marks = request_marks(bootstrap, spec.model, settings.kafka_read_timeout_s)
+        ranges = post_onset_ranges(onset, {p: high for p, (_low, high) in marks.items()})
+        slices, labelled = labelled_requests(
+            bootstrap, codec, spec.model, ranges, labels_since_ms=since_ms,
+            timeout_s=settings.kafka_read_timeout_s,
+        )  # fmt: skip
+        if labelled >= settings.min_post_drift_rows or time.monotonic() >= deadline:
+            break
+        log.info("waiting for labelled traffic after the drift's onset", job_id=spec.job_id,
+                 labelled=labelled, wanted=settings.min_post_drift_rows)  # fmt: skip
+        time.sleep(3.0)
+    older = older_rows_wanted(labelled, settings.min_post_drift_rows)
+    if older:
+        per_partition = -(-older // max(len(ranges), 1))
+        before = {
+            p: (max(marks[p][0], start - per_partition), start)
+            for p, (start, _end) in ranges.items()
+        }
+        old_slices, _ = labelled_requests(
+            bootstrap, codec, spec.model, before,
+            labels_since_ms=since_ms - int(settings.drift_data_wait_s * 1000) - 3_600_000,
+            timeout_s=settings.kafka_read_timeout_s,
+        )  # fmt: skip
+        slices = old_slices + slices  # newest last: assemble keeps the most recent
+    log.info("post-onset snapshot", job_id=spec.job_id, labelled_after_onset=labelled,
+             older_added=older)  # fmt: skip
+    return slices
+
+
+def _reference_and_recent(spec: JobSpec) -> list[Slice]:
     settings = spec.settings
     slices = []
     if settings.reference_rows > 0:
@@ -106,15 +200,7 @@ def build_snapshot(spec: JobSpec, contract: dict) -> Snapshot:
             per_partition=settings.production_rows,
             timeout_s=settings.kafka_read_timeout_s,
         )
-    return assemble(
-        slices,
-        contract,
-        max_rows=spec.max_rows,
-        min_rows=settings.min_rows,
-        snapshot_dir=settings.run_dir / "snapshots",
-        where_to_look=f"reference rows configured: {settings.reference_rows}; "
-        f"labelled requests read: {spec.read_production and settings.production_rows > 0}",
-    )
+    return slices
 
 
 def run_job(spec: JobSpec) -> JobOutcome:
@@ -144,6 +230,8 @@ def run_job(spec: JobSpec) -> JobOutcome:
         )
         stage = "package"
         params = spec.params.as_strings() | {"seed": str(spec.seed), "max_rows": str(spec.max_rows)}
+        if spec.corrupt_labels_where is not None:
+            params["corrupt_labels_where"] = spec.corrupt_labels_where
         environment = capture_environment()
         staging = spec.settings.run_dir / "packages" / spec.model / spec.job_id
         if staging.exists():
