@@ -58,6 +58,9 @@ _COMMON_ENV = {
     "MODELBUS_TRAINER_EPOCHS": "30",
     "MODELBUS_TRAINER_BATCH_SIZE": "64",
     "MODELBUS_TRAINER_DRIFT_COOLDOWN_S": "3600",
+    # After drift, train on the new rule's labelled traffic only, once there is enough of it.
+    "MODELBUS_TRAINER_MIN_POST_DRIFT_ROWS": "2500",
+    "MODELBUS_TRAINER_DRIFT_DATA_WAIT_S": "90",
     "MODELBUS_INFERENCE_SERVE_LATEST_WITHOUT_ROUTES": "false",
     # A demo-sized stream (a few hundred requests/s): smaller samples per step, wider margins
     # than the production defaults, so a canary is judged in tens of seconds, not minutes.

@@ -118,7 +118,7 @@ def _walked_canary(chapter: Chapter) -> list[str]:
         route.weight_pct
         for shift in chapter.shifts
         for route in shift.routes
-        if route.version == chapter.version
+        if route.version == chapter.version and route.variant == "canary"
     ]
     if len(weights) < 2 or weights != sorted(weights):
         return [f"v{chapter.version}'s traffic did not rise step by step: {weights}"]
