@@ -215,10 +215,12 @@ class DeployerLoop:
             for decision in decisions:
                 self.publisher.publish(decision)
             producer.commit_transaction(30)
-        except KafkaException as error:
+        except Exception as error:
             # Fenced (another deployer took over) or the broker failed us: this instance's
             # view may be stale; drop it and rebuild from the log when the partition returns.
-            log.error("decisions not written; re-reading the log", error=str(error))
+            # A fenced producer may surface as KafkaException, PublishError (a delivery
+            # failed) or, from inside a flush, SystemError: each means the same here.
+            log.error("decisions not written; re-reading the log", error=repr(error))
             with contextlib.suppress(KafkaException):  # fenced: nothing of ours to abort
                 producer.abort_transaction(10)
             self.deployer, self.replay_end = None, None
