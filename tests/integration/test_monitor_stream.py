@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 from collections import defaultdict
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pytest
@@ -22,12 +23,12 @@ from tests.support.waiting import NotYet, eventually
 pytestmark = pytest.mark.integration
 
 
-def _watched(kafka_settings, model: str, package: tuple[Path, str]) -> None:  # type: ignore[no-untyped-def]
+def _watched(kafka_settings, model: str, package: tuple[Path, str]) -> None:
     create_model_topics(kafka_settings, model)
     publish_lifecycle(kafka_settings, request_codec(), registered(model, 1, *package))
 
 
-def _health_covers(bootstrap: str, model: str, results: int):  # type: ignore[no-untyped-def]
+def _health_covers(bootstrap: str, model: str, results: int):
     def check() -> list[t.ModelHealth]:
         windows = health_events(bootstrap, model)
         if sum(w.requests for w in windows) < results:
@@ -111,11 +112,11 @@ def _request_numbers(bootstrap: str, model: str, offsets: list[t.PartitionOffset
     return numbers
 
 
-def _not_yet() -> None:
+def _not_yet() -> NoReturn:
     raise NotYet("no message yet")
 
 
-def _one_drift(bootstrap: str, model: str, kind: str):  # type: ignore[no-untyped-def]
+def _one_drift(bootstrap: str, model: str, kind: str):
     def check() -> list[t.DriftDetected]:
         found = [d for d in drift_events(bootstrap, model) if d.kind == kind]
         if not found:

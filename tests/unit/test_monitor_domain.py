@@ -41,7 +41,7 @@ def _label(row: dict, rule: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def monitor_factory():  # type: ignore[no-untyped-def]
+def monitor_factory():
     reference = reference_from_profile(build_profile(_rows(3000, seed=1), load_contract("credit")))
 
     def make() -> ModelMonitor:
@@ -55,7 +55,7 @@ def monitor_factory():  # type: ignore[no-untyped-def]
     return make
 
 
-def _stream(monitor: ModelMonitor, rows: list[dict], rule_of, start: int = 0) -> list[Alert]:  # type: ignore[no-untyped-def]
+def _stream(monitor: ModelMonitor, rows: list[dict], rule_of, start: int = 0) -> list[Alert]:
     alerts: list[Alert] = []
     for i, row in enumerate(rows, start):
         at_s = 1_000.0 + i * 0.01
@@ -69,12 +69,12 @@ def _stream(monitor: ModelMonitor, rows: list[dict], rule_of, start: int = 0) ->
     return alerts
 
 
-def test_twenty_thousand_stationary_labelled_events_raise_no_alert(monitor_factory) -> None:  # type: ignore[no-untyped-def]
+def test_twenty_thousand_stationary_labelled_events_raise_no_alert(monitor_factory) -> None:
     monitor = monitor_factory()
     assert _stream(monitor, _rows(20_000, seed=2), lambda i: 0) == []
 
 
-def test_a_one_sigma_salary_shift_raises_one_covariate_alert_naming_salary(monitor_factory) -> None:  # type: ignore[no-untyped-def]
+def test_a_one_sigma_salary_shift_raises_one_covariate_alert_naming_salary(monitor_factory) -> None:
     monitor = monitor_factory()
     rows = _rows(8_000, seed=3) + _rows(4_000, seed=4, salary_shift=SALARY_STD)
     alerts = _stream(monitor, rows, lambda i: 0)
@@ -92,7 +92,7 @@ def test_a_one_sigma_salary_shift_raises_one_covariate_alert_naming_salary(monit
 
 def test_a_rule_switch_raises_one_concept_alert_whose_onset_points_at_the_switch(
     monitor_factory,
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     monitor = monitor_factory()
     alerts = _stream(monitor, _rows(12_000, seed=5), lambda i: 0 if i < 8_000 else 1)
     concept = [a for a in alerts if a.finding.kind == "concept"]
@@ -107,7 +107,7 @@ def test_a_rule_switch_raises_one_concept_alert_whose_onset_points_at_the_switch
 
 def test_a_replayed_drift_inside_the_cooldown_of_a_published_alert_is_not_repeated(
     monitor_factory,
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     first, replayed = monitor_factory(), monitor_factory()
     rows = _rows(12_000, seed=5)
     alerts = _stream(first, rows, lambda i: 0 if i < 8_000 else 1)
@@ -117,7 +117,7 @@ def test_a_replayed_drift_inside_the_cooldown_of_a_published_alert_is_not_repeat
     assert [a for a in again if a.finding.kind == "concept"] == []
 
 
-def test_health_windows_hold_exact_counts_accuracy_and_quantiles(monitor_factory) -> None:  # type: ignore[no-untyped-def]
+def test_health_windows_hold_exact_counts_accuracy_and_quantiles(monitor_factory) -> None:
     monitor = monitor_factory()
     latencies = [1.0, 2.0, 3.0, 10.0]
     for i, latency in enumerate(latencies):
@@ -143,7 +143,7 @@ def test_health_windows_hold_exact_counts_accuracy_and_quantiles(monitor_factory
     assert monitor.close(100.0) == []
 
 
-def test_a_window_already_published_is_never_published_again(monitor_factory) -> None:  # type: ignore[no-untyped-def]
+def test_a_window_already_published_is_never_published_again(monitor_factory) -> None:
     monitor = monitor_factory()
     monitor.health.published(1, "champion", 15.0)
     monitor.result("a", ResultFacts(1, "champion", (0.5, 0.5), 1, 12.0, 1.0))

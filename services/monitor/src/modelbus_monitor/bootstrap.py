@@ -72,7 +72,7 @@ class Monitor:
         self.loop.follow_lifecycle(ends)
         return read
 
-    def _fold(self, envelopes) -> int:  # type: ignore[no-untyped-def]
+    def _fold(self, envelopes) -> int:
         read = 0
         for envelope in envelopes:
             read += 1

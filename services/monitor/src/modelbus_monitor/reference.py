@@ -123,7 +123,8 @@ def out_of_range(features: Mapping[str, Any], reference: Reference) -> bool:
     """Whether any finite numeric value lies outside the training range."""
     for numeric in reference.numeric:
         value = features.get(numeric.name)
-        finite = isinstance(value, int | float) and math.isfinite(value)
-        if finite and (value < numeric.low or value > numeric.high):
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            continue
+        if value < numeric.low or value > numeric.high:
             return True
     return False
