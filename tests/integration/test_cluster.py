@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -156,3 +157,49 @@ def test_exactly_once_inference_rides_out_a_broker_killed_under_load(
     logged = lifecycle_events(cluster.bootstrap, codec, model, (t.TrainingRequested,))
     assert [e.meta.event_id for e in logged] == [e.meta.event_id for e in asked]
     assert cluster.leader_of(LIFECYCLE_TOPIC) in {1, 2, 3}
+
+
+def test_the_deployer_keeps_deciding_through_a_leader_change_of_the_lifecycle(
+    cluster: Cluster, unique: str, package_v1: tuple[Path, str]
+) -> None:
+    """The lifecycle partition's leader dies; the deployer (a real process) still answers."""
+    from tests.support.waiting import NotYet, eventually
+
+    model = f"credit{unique}"
+    settings = KafkaSettings(bootstrap_servers=cluster.bootstrap, data_partitions=4)
+    ensure_topics(
+        cluster.bootstrap, topic_specs([model], data_partitions=4, retention_ms=3_600_000)
+    )
+    codec = request_codec()
+    deployer = subprocess.Popen(
+        [sys.executable, "-m", "modelbus_deployer", "run"],
+        env={**os.environ, "MODELBUS_BOOTSTRAP_SERVERS": cluster.bootstrap,
+             "MODELBUS_DEPLOYER_GROUP_ID": f"cluster-deployer-{unique}",
+             "MODELBUS_DEPLOYER_MODELS_PATTERN": model},
+    )  # fmt: skip
+    victim = cluster.leader_of(LIFECYCLE_TOPIC)
+    try:
+        publish_lifecycle(settings, codec, registered(model, 1, *package_v1))
+
+        def promoted(version: int) -> t.ModelPromoted:
+            found = lifecycle_events(cluster.bootstrap, codec, model, (t.ModelPromoted,))
+            if not any(e.version == version for e in found):
+                raise NotYet(f"no ModelPromoted for v{version}")
+            return next(e for e in found if e.version == version)
+
+        eventually(lambda: promoted(1), timeout_s=60)
+        cluster.broker("kill-broker", victim)
+        publish_lifecycle(settings, codec, registered(model, 2, *package_v1))
+        ask = t.PromotionRequested(
+            meta=new_meta("operator@test"), model=model, version=2, requested_by="test",
+            reason="through a leader change",
+        )  # fmt: skip
+        publish_lifecycle(settings, codec, ask)
+        two = eventually(lambda: promoted(2), timeout_s=90)
+        assert cluster.leader_of(LIFECYCLE_TOPIC) != victim
+        assert two.meta.causation_id == ask.meta.event_id
+        assert deployer.poll() is None
+    finally:
+        cluster.broker("start-broker", victim)
+        deployer.terminate()
+        deployer.wait(30)
