@@ -26,8 +26,8 @@ from modelbus.events import load_contract, new_meta
 from modelbus.events import types as t
 from modelbus_trainer.bootstrap import JobPlanner, train_params
 from modelbus_trainer.config import Settings
+from modelbus_trainer.job import run_job
 from modelbus_trainer.training import fit_model
-from modelbus_trainer.worker import run_job
 
 
 def _status_bytes(field: str) -> int:

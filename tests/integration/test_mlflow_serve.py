@@ -19,7 +19,7 @@ from modelbus.data import generate_credit
 from modelbus.packaging import load_package, package_sha256, verify_package
 from modelbus_trainer.bootstrap import JobPlanner
 from modelbus_trainer.config import Settings
-from modelbus_trainer.worker import run_job
+from modelbus_trainer.job import run_job
 from tests.support.events import training_requested
 from tests.support.ports import free_port
 

@@ -25,9 +25,10 @@ from modelbus_trainer.handlers import (
     observe_lifecycle,
     request_training,
 )
+from modelbus_trainer.job import run_job
 from modelbus_trainer.snapshot import Slice, TrainingError, assemble, load_snapshot
-from modelbus_trainer.training import TrainParams, fit_model, roc_auc
-from modelbus_trainer.worker import JobOutcome, JobSpec, run_job
+from modelbus_trainer.spec import JobOutcome, JobSpec, TrainParams
+from modelbus_trainer.training import fit_model, roc_auc
 from tests.support.events import training_requested
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

@@ -53,7 +53,7 @@ def train(
 ) -> None:
     """Train once in this process, without the lifecycle topic; prints the outcome as JSON."""
     from modelbus_trainer.bootstrap import JobPlanner
-    from modelbus_trainer.worker import run_job
+    from modelbus_trainer.job import run_job
 
     configure_logging("trainer")
     request = t.TrainingRequested(
@@ -80,9 +80,9 @@ def retrain_snapshot(
     import hashlib
 
     from modelbus_trainer.bootstrap import train_params
+    from modelbus_trainer.job import load_contract
     from modelbus_trainer.snapshot import load_snapshot
     from modelbus_trainer.training import fit_model
-    from modelbus_trainer.worker import load_contract
 
     settings = Settings()
     rows, labels, sha256 = load_snapshot(snapshot)

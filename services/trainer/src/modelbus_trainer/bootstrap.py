@@ -29,10 +29,9 @@ from modelbus.service import inject
 from modelbus_trainer.config import Settings
 from modelbus_trainer.domain import TrainerState, Trigger
 from modelbus_trainer.handlers import EVENT_HANDLERS, fail_interrupted, finish_job
-from modelbus_trainer.jobs import InlineJobRunner, JobRunner, ProcessJobRunner
+from modelbus_trainer.runner import InlineJobRunner, ProcessJobRunner
 from modelbus_trainer.sources import read_offsets
-from modelbus_trainer.training import TrainParams
-from modelbus_trainer.worker import JobSpec
+from modelbus_trainer.spec import JobRunner, JobSpec, TrainParams
 
 log = structlog.get_logger(__name__)
 

@@ -11,8 +11,7 @@ import structlog
 from modelbus.events import new_meta
 from modelbus.events import types as t
 from modelbus_trainer.domain import TrainerState, Trigger
-from modelbus_trainer.jobs import JobRunner
-from modelbus_trainer.worker import JobOutcome, JobSpec
+from modelbus_trainer.spec import JobOutcome, JobRunner, JobSpec
 
 log = structlog.get_logger(__name__)
 

@@ -1,11 +1,10 @@
-"""One training job, start to end; runs in the worker process, away from the consumer loop."""
+"""One training job, start to end; runs in the job process, away from the consumer loop."""
 
 from __future__ import annotations
 
 import shutil
 import time
 import traceback
-from dataclasses import dataclass, field
 
 import structlog
 
@@ -13,7 +12,7 @@ from modelbus.bus import kafka_schema_store
 from modelbus.events import build_codec
 from modelbus.events import load_contract as events_load_contract
 from modelbus.events.schemas import fingerprint_of
-from modelbus.events.types import CodeVersion, DataLineage, Environment, PartitionOffset
+from modelbus.events.types import PartitionOffset
 from modelbus.packaging import (
     capture_environment,
     package_sha256,
@@ -22,7 +21,6 @@ from modelbus.packaging import (
     weights_sha256,
     write_package,
 )
-from modelbus_trainer.config import Settings
 from modelbus_trainer.regime import (
     BadSlice,
     flip_labels,
@@ -37,58 +35,11 @@ from modelbus_trainer.sources import (
     reference_slice,
     request_marks,
 )
+from modelbus_trainer.spec import JobOutcome, JobSpec
 from modelbus_trainer.tracking import log_run
-from modelbus_trainer.training import RUNTIME, TrainParams, fit_model
+from modelbus_trainer.training import RUNTIME, fit_model
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """What to train, with what, and why (plain data: it crosses into the worker process)."""
-
-    job_id: str
-    model: str
-    seed: int
-    max_rows: int
-    params: TrainParams
-    settings: Settings
-    code: CodeVersion
-    trigger: str
-    trigger_event_id: str
-    correlation_id: str
-    parent_version: int | None = None
-    read_production: bool = True
-    reference_rows_cap: int | None = None
-    onset_offsets: tuple[tuple[int, int], ...] = ()
-    """(partition, first request offset after the drift's onset), from DriftDetected."""
-    onset_at_ms: int | None = None
-    corrupt_labels_where: str | None = None
-    """Demo and testing only: flip the labels of training rows where 'feature=value'."""
-
-
-@dataclass
-class JobOutcome:
-    """A finished job: the model it made, or the stage and reason it failed at."""
-
-    job_id: str
-    model: str
-    ok: bool
-    stage: str = ""
-    reason: str = ""
-    run_id: str = ""
-    model_uri: str = ""
-    artifact_uri: str = ""
-    artifact_sha256: str = ""
-    weights_sha256: str = ""
-    contract_fingerprint: str = ""
-    metrics: dict[str, float] = field(default_factory=dict)
-    params: dict[str, str] = field(default_factory=dict)
-    lineage: DataLineage | None = None
-    environment: Environment | None = None
-    code: CodeVersion | None = None
-    parent_version: int | None = None
-    wall_s: float = 0.0
 
 
 def load_contract(model: str) -> dict:

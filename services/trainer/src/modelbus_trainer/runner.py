@@ -8,22 +8,10 @@ import queue
 import signal
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Protocol
 
 from modelbus.telemetry import configure_logging
-from modelbus_trainer.worker import JobOutcome, JobSpec, run_job
-
-
-class JobRunner(Protocol):
-    """Takes job specs; finished jobs come back from ``completed``."""
-
-    def submit(self, spec: JobSpec) -> None: ...
-
-    def completed(self) -> list[JobOutcome]: ...
-
-    def pending(self) -> int: ...
-
-    def close(self) -> None: ...
+from modelbus_trainer.job import run_job
+from modelbus_trainer.spec import JobOutcome, JobSpec
 
 
 def _init_worker(level: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -13,28 +13,9 @@ from torch import nn
 
 from modelbus.packaging import ContractMismatch, Preprocessor, build_mlp, build_profile
 from modelbus_trainer.snapshot import TrainingError
+from modelbus_trainer.spec import TrainParams
 
 RUNTIME = "torch-mlp"
-
-
-@dataclass(frozen=True, slots=True)
-class TrainParams:
-    """Hyper-parameters of one training run."""
-
-    hidden: tuple[int, ...] = (64, 32)
-    activation: str = "relu"
-    epochs: int = 8
-    batch_size: int = 256
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    holdout_fraction: float = 0.2
-    threads: int = 1
-
-    def as_strings(self) -> dict[str, str]:
-        """For MLflow and ModelTrained.params."""
-        values = asdict(self)
-        values["hidden"] = ",".join(map(str, self.hidden))
-        return {key: str(value) for key, value in values.items()} | {"optimizer": "adam"}
 
 
 @dataclass
