@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from modelbus.cli.rollouts import fold_models, promotion_refusal, rollback_refusal
-from tests.unit.test_deployer_domain import T0, Run, registered, with_champion
+from tests.support.rollouts import T0, Run, registered, with_champion
 
 
 def test_the_cli_sees_the_champion_and_the_rollout_step_the_deployer_decided() -> None:
