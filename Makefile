@@ -66,6 +66,7 @@ bench: setup test-kafka-up ## run the benchmarks (on the tests' broker); JSON re
 	$(BENCH) benchmarks.training
 	$(BENCH) benchmarks.inference
 	$(BENCH) benchmarks.drift
+	$(BENCH) benchmarks.rollout
 	$(UV) run --frozen python -m benchmarks.cluster
 
 demo: setup ## the whole loop (drift -> retrain -> canary -> promote, bad model -> rollback), fresh broker
