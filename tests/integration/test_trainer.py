@@ -86,6 +86,7 @@ def trainer(kafka_settings, tmp_path_factory) -> Iterator[tuple]:
     publisher.publish_all_schemas()
     watch = LifecycleWatch(kafka_settings.bootstrap_servers, codec)
     app = bootstrap(settings)
+    app.catch_up()
     stop = threading.Event()
     thread = threading.Thread(target=app.run, args=(stop,), daemon=True)
     thread.start()

@@ -32,14 +32,27 @@ app = typer.Typer(
 def run(
     log_level: Annotated[str, typer.Option(help="Log level.")] = "INFO",
 ) -> None:
-    """Run the service until SIGINT/SIGTERM; a running job finishes and is reported first."""
+    """Topics, lifecycle replay (failing interrupted jobs), then live until SIGINT/SIGTERM.
+
+    A running job finishes and is reported before the service stops.
+    """
+    from modelbus.bus import ensure_topics, topic_specs
     from modelbus_trainer.bootstrap import bootstrap
 
     configure_logging("trainer", level=log_level)
+    settings = Settings()
+    kafka = settings.kafka
+    ensure_topics(
+        kafka.bootstrap_servers,
+        topic_specs(kafka.models, data_partitions=kafka.data_partitions,
+                    retention_ms=kafka.data_retention_ms),
+    )  # fmt: skip
+    trainer = bootstrap(settings)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    bootstrap(Settings()).run(stop)
+    trainer.catch_up()
+    trainer.run(stop)
 
 
 @app.command()

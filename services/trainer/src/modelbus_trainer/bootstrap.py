@@ -1,4 +1,4 @@
-"""Wiring: adapters into handlers, the lifecycle replay, and the service loop."""
+"""Wiring: adapters into handlers and the service loop; ``catch_up`` replays the lifecycle."""
 
 from __future__ import annotations
 
@@ -10,18 +10,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
-from confluent_kafka import Consumer
 
 from modelbus.bus import (
     LIFECYCLE_TOPIC,
     ConsumerLoop,
     Dispatcher,
     Publisher,
-    ensure_topics,
     kafka_schema_store,
-    topic_specs,
 )
-from modelbus.events import Codec, build_codec
+from modelbus.bus.envelope import Envelope
+from modelbus.bus.reading import decoded, read_topic
+from modelbus.events import Codec, CodecError, build_codec
 from modelbus.events import types as t
 from modelbus.events.meta import producer_id
 from modelbus.events.types import CodeVersion
@@ -30,7 +29,6 @@ from modelbus_trainer.config import Settings
 from modelbus_trainer.domain import TrainerState, Trigger
 from modelbus_trainer.handlers import EVENT_HANDLERS, fail_interrupted, finish_job
 from modelbus_trainer.runner import InlineJobRunner, ProcessJobRunner
-from modelbus_trainer.sources import read_offsets
 from modelbus_trainer.spec import JobRunner, JobSpec, TrainParams
 
 log = structlog.get_logger(__name__)
@@ -106,29 +104,18 @@ class JobPlanner:
 
 def replay_lifecycle(bootstrap_servers: str, codec: Codec, state: TrainerState) -> int:
     """Fold the whole lifecycle log, up to its current end, into ``state``; returns events read."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap_servers,
-            "group.id": f"modelbus-trainer-replay-{uuid.uuid4()}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
+    envelopes = read_topic(
+        bootstrap_servers, LIFECYCLE_TOPIC, timeout_s=60.0, purpose="trainer-replay"
     )
     count = 0
-    try:
-        ranges = read_offsets(consumer, LIFECYCLE_TOPIC, 1 << 62, timeout_s=60.0)
-        for _partition, (_start, _end, messages) in sorted(ranges.items()):
-            for message in messages:
-                try:
-                    event = codec.decode(message.value(), where=f"lifecycle@{message.offset()}")
-                except Exception as error:
-                    log.warning("replay skips an undecodable event", error=str(error))
-                    continue
-                state.observe(event)
-                count += 1
-    finally:
-        consumer.close()
+    for event in decoded(envelopes, codec, on_undecodable=_skip_undecodable):
+        state.observe(event)
+        count += 1
     return count
+
+
+def _skip_undecodable(envelope: Envelope, error: CodecError) -> None:
+    log.warning("replay skips an undecodable event", where=envelope.where, error=str(error))
 
 
 def utc_now() -> datetime:
@@ -146,6 +133,18 @@ class TrainerApp:
     publisher: Publisher
     loop: ConsumerLoop
     producer: str
+    codec: Codec
+
+    def catch_up(self) -> int:
+        """Before ``run``: publish the schemas, fold the lifecycle log into the state, and
+        fail the jobs it shows started but never ended; returns lifecycle events read."""
+        self.publisher.publish_all_schemas()
+        replayed = replay_lifecycle(self.settings.kafka.bootstrap_servers, self.codec, self.state)
+        for event in fail_interrupted(self.state, self.producer):
+            self.publisher.publish(event)
+        self.publisher.flush()
+        log.info("lifecycle replayed", events=replayed, champions=self.state.champion)
+        return replayed
 
     def step(self, timeout_s: float = 0.5) -> None:
         """Consume one batch, then publish the outcome of every job that finished."""
@@ -176,25 +175,17 @@ class TrainerApp:
 
 
 def bootstrap(settings: Settings, *, runner: JobRunner | None = None) -> TrainerApp:
-    """Topics, codec, replayed state, handlers, loop: a trainer ready to ``run``."""
+    """Codec, publisher, empty state, job runner, handlers, loop: built and wired, nothing sent.
+
+    ``catch_up`` then ``run`` start it (``python -m modelbus_trainer run`` does both).
+    """
     kafka = settings.kafka
-    ensure_topics(
-        kafka.bootstrap_servers,
-        topic_specs(kafka.models, data_partitions=kafka.data_partitions,
-                    retention_ms=kafka.data_retention_ms),
-    )  # fmt: skip
     producer = producer_id("trainer")
     codec = build_codec(kafka_schema_store(kafka.bootstrap_servers), models=tuple(kafka.models))
     publisher = Publisher(kafka, codec, client_id=producer)
-    publisher.publish_all_schemas()
     state = TrainerState(
         drift_cooldown_s=settings.drift_cooldown_s, max_trigger_age_s=settings.max_trigger_age_s
     )
-    replayed = replay_lifecycle(kafka.bootstrap_servers, codec, state)
-    for event in fail_interrupted(state, producer):
-        publisher.publish(event)
-    publisher.flush()
-    log.info("lifecycle replayed", events=replayed, champions=state.champion)
     if runner is None:
         runner = ProcessJobRunner() if settings.worker == "process" else InlineJobRunner()
     handlers = inject(
@@ -215,4 +206,4 @@ def bootstrap(settings: Settings, *, runner: JobRunner | None = None) -> Trainer
         publisher=publisher,
         from_beginning=True,
     )
-    return TrainerApp(settings, state, runner, publisher, loop, producer)
+    return TrainerApp(settings, state, runner, publisher, loop, producer, codec)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import time
-import uuid
 from pathlib import Path
-from typing import Any
 
 import structlog
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from modelbus.bus import data_topic
+from modelbus.bus.envelope import Envelope
+from modelbus.bus.reading import (
+    newest_ranges,
+    read_only_consumer,
+    read_ranges,
+    watermarks,
+)
 from modelbus.data import ensure_reference
 from modelbus.events import Codec
 from modelbus.events import types as t
@@ -41,48 +45,25 @@ def reference_slice(path: Path, *, n_rows: int, seed: int, keep_last: int | None
 
 def read_offsets(
     consumer: Consumer, topic: str, per_partition: int, timeout_s: float
-) -> dict[int, tuple[int, int, list]]:
+) -> dict[int, tuple[int, int, list[Envelope]]]:
     """partition -> (start, end, messages) for the newest ``per_partition`` offsets of each."""
-    metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
-    if metadata is None or metadata.error is not None:
+    try:
+        ranges = newest_ranges(consumer, topic, per_partition, timeout_s=timeout_s)
+    except LookupError:
         return {}
-    ranges: dict[int, tuple[int, int, list]] = {}
-    assignments = []
-    for partition in sorted(metadata.partitions):
-        low, high = consumer.get_watermark_offsets(
-            TopicPartition(topic, partition), timeout=timeout_s
-        )
-        start = max(low, high - per_partition)
-        ranges[partition] = (start, high, [])
-        if high > start:
-            assignments.append(TopicPartition(topic, partition, start))
-    if not assignments:
-        return ranges
-    consumer.assign(assignments)
-    deadline = time.monotonic() + timeout_s
-    pending = {tp.partition for tp in assignments}
-    while pending:
-        if time.monotonic() > deadline:
-            raise TrainingError(
-                "snapshot",
-                f"{topic} did not deliver offsets up to its end within {timeout_s}s; is the "
-                "broker healthy? (raise MODELBUS_TRAINER_KAFKA_READ_TIMEOUT_S if it is slow)",
-            )
-        for message in consumer.consume(500, 0.5):
-            if message.error():
-                continue
-            partition, offset = message.partition(), message.offset()
-            assert partition is not None
-            assert offset is not None
-            _, end, kept = ranges[partition]
-            if offset < end:
-                kept.append(message)
-        # Positions also move past transaction markers, which deliver no message.
-        for position in consumer.position([TopicPartition(topic, p) for p in list(pending)]):
-            if position.offset >= ranges[position.partition][1]:
-                pending.discard(position.partition)
-    consumer.unassign()
-    return ranges
+    kept: dict[int, list[Envelope]] = {partition: [] for partition in ranges}
+    try:
+        for envelope in read_ranges(consumer, topic, ranges, timeout_s=timeout_s):
+            kept[envelope.partition].append(envelope)
+    except TimeoutError as error:
+        raise TrainingError(
+            "snapshot",
+            f"{topic} did not deliver offsets up to its end within {timeout_s}s; is the "
+            "broker healthy? (raise MODELBUS_TRAINER_KAFKA_READ_TIMEOUT_S if it is slow)",
+        ) from error
+    finally:
+        consumer.unassign()
+    return {partition: (start, end, kept[partition]) for partition, (start, end) in ranges.items()}
 
 
 def production_slices(
@@ -100,14 +81,7 @@ def production_slices(
     """
     if per_partition <= 0:
         return []
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap_servers,
-            "group.id": f"modelbus-trainer-snapshot-{uuid.uuid4()}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
-    )
+    consumer = read_only_consumer(bootstrap_servers, purpose="trainer-snapshot")
     try:
         feedback_topic = data_topic(model, "feedback")
         requests_topic = data_topic(model, "requests")
@@ -118,7 +92,7 @@ def production_slices(
         ).items():
             ids: set[str] = set()
             for message in messages:
-                event = _decode(codec, message)
+                event = _decode_envelope(codec, message)
                 if isinstance(event, t.Feedback) and event.model == model:
                     labels[event.request_id] = event.label
                     ids.add(event.request_id)
@@ -131,7 +105,7 @@ def production_slices(
             rows: list[dict] = []
             row_labels: list[int] = []
             for message in messages:
-                event = _decode(codec, message)
+                event = _decode_envelope(codec, message)
                 if not isinstance(event, t.PredictionRequest) or event.request_id in joined_ids:
                     continue
                 label = labels.get(event.request_id)
@@ -162,15 +136,6 @@ def production_slices(
         consumer.close()
 
 
-def _decode(codec: Codec, message: Message) -> object | None:
-    where = f"{message.topic()}[{message.partition()}]@{message.offset()}"
-    try:
-        return codec.decode(message.value() or b"", where=where)
-    except Exception as error:
-        log.warning("skipping undecodable message", error=str(error))
-        return None
-
-
 def labelled_requests(
     bootstrap_servers: str,
     codec: Codec,
@@ -183,8 +148,6 @@ def labelled_requests(
     """Requests in exactly ``request_ranges`` joined with the Feedback labels written since
     ``labels_since_ms``; one slice per requests partition plus the feedback ranges read.
     Returns the slices and the labelled rows they hold."""
-    from modelbus.bus.reading import read_only_consumer, read_ranges, watermarks
-
     requests_topic, feedback_topic = data_topic(model, "requests"), data_topic(model, "feedback")
     consumer = read_only_consumer(bootstrap_servers, purpose="trainer-snapshot")
     try:
@@ -237,7 +200,7 @@ def labelled_requests(
     return slices, len(seen)
 
 
-def _decode_envelope(codec: Codec, envelope: Any) -> object | None:
+def _decode_envelope(codec: Codec, envelope: Envelope) -> object | None:
     try:
         return codec.decode(envelope.value or b"", where=envelope.where)
     except Exception as error:
@@ -249,8 +212,6 @@ def request_marks(
     bootstrap_servers: str, model: str, timeout_s: float
 ) -> dict[int, tuple[int, int]]:
     """partition -> (low, high) of the model's requests topic now."""
-    from modelbus.bus.reading import read_only_consumer, watermarks
-
     consumer = read_only_consumer(bootstrap_servers, purpose="trainer-marks")
     try:
         return watermarks(consumer, data_topic(model, "requests"), timeout_s=timeout_s)
