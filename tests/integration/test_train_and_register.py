@@ -37,6 +37,8 @@ class Loop:
     api: httpx.Client
     tracking_uri: str
     root: Path
+    base: int
+    """The highest version of the model the shared log held before this test."""
 
     def request_training(self, seed: int) -> t.TrainingRequested:
         """Publish a TrainingRequested for the model."""
@@ -70,9 +72,12 @@ def loop(kafka_settings: KafkaSettings, tmp_path_factory: pytest.TempPathFactory
     port = free_port()
     trainer_group, registry_group = f"test-trainer-{port}", f"test-registry-{port}"
     # The lifecycle log is shared with earlier runs: both services start at its end (the
-    # trainer still replays it for its state), so version numbers start at 1 here.
+    # trainer still replays it for its state). The log is the registry's truth, so version
+    # numbers go on from the highest one it already holds.
     for group in (trainer_group, registry_group):
         start_at_log_end(kafka_settings.bootstrap_servers, group)
+    bus = Bus(kafka_settings, "test-train-and-register")
+    logged = [e.version for e in bus.lifecycle(MODEL) if isinstance(e, t.ModelRegistered)]
     trainer_env = {
         "MODELBUS_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
         "MLFLOW_TRACKING_URI": tracking_uri,
@@ -101,12 +106,7 @@ def loop(kafka_settings: KafkaSettings, tmp_path_factory: pytest.TempPathFactory
         service("modelbus_registry", env, root / "registry", ready=http_ready(f"{url}/healthz")),
         service("modelbus_trainer", trainer_env, root),
     ):
-        yield Loop(
-            Bus(kafka_settings, "test-train-and-register"),
-            httpx.Client(base_url=url),
-            tracking_uri,
-            root,
-        )
+        yield Loop(bus, httpx.Client(base_url=url), tracking_uri, root, max(logged, default=0))
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,8 @@ def test_a_training_request_yields_started_trained_and_registered_v1_with_lineag
     assert {e.meta.correlation_id for e in (started, trained, registered)} == {
         request.meta.correlation_id
     }
-    assert (registered.model, registered.version, registered.parent_version) == (MODEL, 1, None)
+    registered_as = (registered.model, registered.version, registered.parent_version)
+    assert registered_as == (MODEL, loop.base + 1, None)
     assert trained.job_id == started.job_id
     assert (registered.run_id, registered.artifact_uri, registered.artifact_sha256) == (
         trained.run_id,
@@ -143,7 +144,7 @@ def test_a_training_request_yields_started_trained_and_registered_v1_with_lineag
     assert set(trained.metrics) >= {"accuracy", "roc_auc", "log_loss"}
     assert trained.params["seed"] == "11"
 
-    lineage = loop.api.get(f"/v1/models/{MODEL}/versions/1/lineage").json()
+    lineage = loop.api.get(f"/v1/models/{MODEL}/versions/{loop.base + 1}/lineage").json()
     assert lineage["causation_event_id"] == trained.meta.event_id
     assert lineage["correlation_id"] == request.meta.correlation_id
     assert lineage["run_id"] == trained.run_id
@@ -154,7 +155,7 @@ def test_a_training_request_yields_started_trained_and_registered_v1_with_lineag
     lock = hashlib.sha256((REPO / "uv.lock").read_bytes()).hexdigest()
     assert lineage["environment"]["lock_sha256"] == lock
     assert lineage["params"] == trained.params
-    manifest = loop.api.get(f"/v1/models/{MODEL}/versions/1/manifest").json()
+    manifest = loop.api.get(f"/v1/models/{MODEL}/versions/{loop.base + 1}/manifest").json()
     assert manifest["name"] == MODEL
 
     client = MlflowClient(tracking_uri=loop.tracking_uri)
@@ -168,13 +169,17 @@ def test_a_second_request_yields_v2_whose_parent_is_v1(
 ) -> None:
     request, _started, trained, registered = two_versions[1]
 
-    assert (registered.version, registered.parent_version) == (2, 1)
+    first = loop.base + 1
+    assert (registered.version, registered.parent_version) == (first + 1, first)
     assert registered.meta.causation_id == trained.meta.event_id
     assert registered.meta.correlation_id == request.meta.correlation_id
     assert trained.params["seed"] == "12"
     assert registered.artifact_sha256 != two_versions[0][3].artifact_sha256
     versions = loop.api.get(f"/v1/models/{MODEL}/versions").json()
-    assert [(v["version"], v["parent_version"]) for v in versions] == [(1, None), (2, 1)]
+    assert [(v["version"], v["parent_version"]) for v in versions] == [
+        (first, None),
+        (first + 1, first),
+    ]
 
 
 def test_a_redelivered_model_trained_yields_no_v3(
@@ -188,7 +193,7 @@ def test_a_redelivered_model_trained_yields_no_v3(
     first, again = loop.bus.wait_for(MODEL, t.ModelRegistered, count=2, **same_loop)
     assert first == again == registered
     versions = loop.api.get(f"/v1/models/{MODEL}/versions").json()
-    assert [v["version"] for v in versions] == [1, 2]
+    assert [v["version"] for v in versions] == [loop.base + 1, loop.base + 2]
 
 
 def test_a_corrupted_artifact_yields_a_failure_event_and_no_version(
@@ -219,7 +224,7 @@ def test_a_corrupted_artifact_yields_a_failure_event_and_no_version(
         if isinstance(e, t.ModelRegistered) and e.meta.causation_id == forged.meta.event_id
     ]
     versions = loop.api.get(f"/v1/models/{MODEL}/versions").json()
-    assert [v["version"] for v in versions] == [1, 2]
+    assert [v["version"] for v in versions] == [loop.base + 1, loop.base + 2]
 
 
 def _is_a_commit(sha: str) -> bool:
