@@ -125,18 +125,31 @@ def pure_modules(root: Path) -> list[str]:
 
 
 def heavy_modules_loaded(
-    module: str, heavy: tuple[str, ...], *, python_path: tuple[Path, ...] = ()
-) -> set[str]:
-    """Which of ``heavy`` a fresh interpreter has loaded after ``import module``."""
+    modules: list[str], heavy: tuple[str, ...], *, python_path: tuple[Path, ...] = ()
+) -> dict[str, set[str]]:
+    """module -> which of ``heavy`` importing it loads, for the modules that load any.
+
+    One fresh interpreter imports them all (the common, clean case costs one start); only if
+    that loads something heavy is each module imported alone, to name the culprits.
+    """
+    if not _loaded_after(modules, heavy, python_path):
+        return {}
+    return {m: found for m in modules if (found := _loaded_after([m], heavy, python_path))}
+
+
+def _loaded_after(modules: list[str], heavy: tuple[str, ...], path: tuple[Path, ...]) -> set[str]:
     script = (
-        f"import sys, {module}; print(' '.join(name for name in {heavy!r} if name in sys.modules))"
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        f"print(' '.join(name for name in {heavy!r} if name in sys.modules))\n"
     )
     env = dict(os.environ)
-    if python_path:
-        env["PYTHONPATH"] = os.pathsep.join([*map(str, python_path), env.get("PYTHONPATH", "")])
+    if path:
+        env["PYTHONPATH"] = os.pathsep.join([*map(str, path), env.get("PYTHONPATH", "")])
     result = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
     )
     if result.returncode != 0:
-        raise RuntimeError(f"importing {module} failed:\n{result.stderr}")
+        raise RuntimeError(f"importing {modules} failed:\n{result.stderr}")
     return set(result.stdout.split())
