@@ -184,7 +184,9 @@ def bootstrap(settings: Settings, *, runner: JobRunner | None = None) -> Trainer
     codec = build_codec(kafka_schema_store(kafka.bootstrap_servers), models=tuple(kafka.models))
     publisher = Publisher(kafka, codec, client_id=producer)
     state = TrainerState(
-        drift_cooldown_s=settings.drift_cooldown_s, max_trigger_age_s=settings.max_trigger_age_s
+        drift_cooldown_s=settings.drift_cooldown_s,
+        max_trigger_age_s=settings.max_trigger_age_s,
+        models_pattern=settings.models_pattern,
     )
     if runner is None:
         runner = ProcessJobRunner() if settings.worker == "process" else InlineJobRunner()

@@ -19,6 +19,11 @@ class Settings(BaseSettings):
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="Broker and topics.")
     group_id: str = Field(default="modelbus-trainer", description="Kafka consumer group.")
+    models_pattern: str = Field(
+        default=r"[^.]+",
+        description="Regular expression (full match) of the model names this trainer trains; "
+        "triggers and unfinished jobs of other models are left to their own trainer.",
+    )
     run_dir: Path = Field(
         default=Path(".run"),
         description="Working folder: reference data, content-addressed snapshots, packages.",

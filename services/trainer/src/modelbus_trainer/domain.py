@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -28,6 +29,7 @@ class TrainerState:
 
     drift_cooldown_s: float
     max_trigger_age_s: float
+    models_pattern: str = r"[^.]+"
     champion: dict[str, int] = field(default_factory=dict)
     latest_registered: dict[str, int] = field(default_factory=dict)
     answered: set[str] = field(default_factory=set)
@@ -63,6 +65,8 @@ class TrainerState:
 
     def admit(self, event: Trigger, *, now: datetime) -> Admission:
         """Accept a trigger, or say why it starts no job; accepting records it."""
+        if not self.trains(event.model):
+            return Admission(False, f"{event.model} is not in models_pattern {self.models_pattern}")
         if event.meta.event_id in self.answered:
             return Admission(False, f"duplicate: {event.meta.event_id} was already answered")
         age_s = (now - event.meta.occurred_at).total_seconds()
@@ -92,7 +96,16 @@ class TrainerState:
 
     def interrupted_jobs(self) -> list[t.TrainingStarted]:
         """Jobs the log shows started but never finished (the trainer stopped mid-job)."""
-        return list(self.running.values())
+        return [job for job in self.running.values() if self.trains(job.model)]
+
+    def trains(self, model: str) -> bool:
+        """Whether ``model`` is this trainer's to train (``models_pattern``, full match).
+
+        >>> state = TrainerState(drift_cooldown_s=0, max_trigger_age_s=1, models_pattern="credit")
+        >>> state.trains("credit"), state.trains("credit2")
+        (True, False)
+        """
+        return re.fullmatch(self.models_pattern, model) is not None
 
     def _note_drift_job(self, model: str, at: datetime) -> None:
         last = self.last_drift_job_at.get(model)
