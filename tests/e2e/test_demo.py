@@ -1,0 +1,118 @@
+"""`modelbus demo --fast` end to end: the five services on a broker of the test's own.
+
+The demo tells its story on an empty log, so this test gives it a fresh native broker (the
+session's broker holds other tests' `credit` events). It asserts the story from the log itself,
+not from what the demo printed: v2 promoted in the loop a monitor's DriftDetected started, v3
+rolled back after a failed canary judgement, and every request answered exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from modelbus.bus import LIFECYCLE_TOPIC, data_topic
+from modelbus.bus.reading import read_topic
+from modelbus.bus.schema_topic import kafka_schema_store
+from modelbus.cli.story import Story
+from modelbus.events import GenericRecord, build_codec
+from modelbus.events import types as t
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+KAFKA = str(REPO / "infra" / "kafka" / "kafka.sh")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def fresh_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """(bootstrap servers, run dir) of a broker started for this module alone."""
+    run_dir = tmp_path_factory.mktemp("demo")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "KAFKA_PORT": str(port),
+        "KAFKA_CONTROLLER_PORT": str(_free_port()),
+        "MODELBUS_RUN_DIR": str(run_dir),
+    }
+    subprocess.run([KAFKA, "up"], env=env, check=True)
+    try:
+        yield f"127.0.0.1:{port}", run_dir
+    finally:
+        subprocess.run([KAFKA, "down"], env=env, check=False)
+
+
+@pytest.fixture(scope="module")
+def demo_run(fresh_broker: tuple[str, Path]) -> tuple[str, subprocess.CompletedProcess[str]]:
+    bootstrap, run_dir = fresh_broker
+    env = {**os.environ, "MODELBUS_BOOTSTRAP_SERVERS": bootstrap, "MODELBUS_RUN_DIR": str(run_dir)}
+    finished = subprocess.run(
+        [sys.executable, "-m", "modelbus.cli", "demo", "--fast"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=840,
+    )
+    return bootstrap, finished
+
+
+def _events(bootstrap: str, topic: str) -> list:
+    codec = build_codec(kafka_schema_store(bootstrap), models=("credit",))
+    events = []
+    for envelope in read_topic(bootstrap, topic):
+        event = codec.decode(envelope.value or b"", where=envelope.where)
+        if not isinstance(event, GenericRecord):
+            events.append(event)
+    return events
+
+
+@pytest.mark.timeout(900)
+def test_the_demo_tells_the_whole_story_from_drift_to_rollback(demo_run) -> None:  # type: ignore[no-untyped-def]
+    bootstrap, finished = demo_run
+    assert finished.returncode == 0, finished.stdout[-6000:] + finished.stderr[-3000:]
+
+    story = Story.read("credit", _events(bootstrap, LIFECYCLE_TOPIC))
+    assert sorted(story.chapters) == [1, 2, 3]
+    assert story.problems(first=1, retrained=2, bad=3) == []
+    drift = story.monitor_drift()
+    assert drift is not None
+    promoted = story.chapters[2].promoted
+    assert promoted is not None
+    assert promoted.meta.correlation_id == drift.meta.correlation_id
+    assert promoted.meta.occurred_at > drift.meta.occurred_at
+    rolled_back = story.chapters[3].rolled_back
+    assert rolled_back is not None
+    assert rolled_back.restored_version == 2
+    assert any(g.verdict == "fail" for v in story.chapters[3].verdicts for g in v.guardrails)
+
+
+@pytest.mark.timeout(900)
+def test_every_demo_request_was_answered_exactly_once(demo_run) -> None:  # type: ignore[no-untyped-def]
+    bootstrap, finished = demo_run
+    assert finished.returncode == 0
+    requests = {
+        e.request_id
+        for e in _events(bootstrap, data_topic("credit", "requests"))
+        if isinstance(e, t.PredictionRequest)
+    }
+    answers = Counter(
+        e.request_id
+        for e in _events(bootstrap, data_topic("credit", "predictions"))
+        if isinstance(e, t.PredictionResult)
+    )
+    assert len(requests) > 5_000
+    assert set(answers) == requests
+    assert set(answers.values()) == {1}
