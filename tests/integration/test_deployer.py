@@ -35,7 +35,8 @@ from tests.support.packages import CONTRACT, build_credit_package
 from tests.support.processes import REPO, start_worker, stop_workers
 from tests.support.waiting import NotYet, eventually
 
-pytestmark = pytest.mark.integration
+# Real processes on a shared 2-core box: a rollout takes minutes when the machine is loaded.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
 def start_deployer(
