@@ -68,6 +68,7 @@ bench: setup test-kafka-up ## run the benchmarks (on the tests' broker); JSON re
 	$(BENCH) benchmarks.drift
 	$(BENCH) benchmarks.rollout
 	$(UV) run --frozen python -m benchmarks.cluster
+	$(UV) run --frozen python -m benchmarks.loop
 
 demo: setup ## the whole loop (drift -> retrain -> canary -> promote, bad model -> rollback), fresh broker
 	-$(DEMO_KAFKA) down
