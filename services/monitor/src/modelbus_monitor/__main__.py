@@ -32,19 +32,12 @@ app = typer.Typer(
 @app.command()
 def run() -> None:
     """Watch every model: topics, replay of the logs, then live streams until SIGTERM."""
-    from modelbus.bus import ensure_topics, topic_specs
+    from modelbus.bus.topics import ensure_deployment_topics
     from modelbus_monitor.bootstrap import bootstrap
 
     settings = Settings()
     kafka = settings.kafka
-    ensure_topics(
-        kafka.bootstrap_servers,
-        topic_specs(
-            [], data_partitions=kafka.data_partitions, retention_ms=kafka.data_retention_ms
-        ),
-        replication_factor=kafka.replication_factor,
-        min_insync_replicas=kafka.min_insync_replicas,
-    )
+    ensure_deployment_topics(kafka, models=[])
     monitor = bootstrap(settings)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -12,10 +12,11 @@ import structlog
 import uvicorn
 from fastapi import FastAPI
 
-from modelbus.bus import LIFECYCLE_TOPIC, Dispatcher, ensure_topics, topic_specs
+from modelbus.bus import LIFECYCLE_TOPIC, Dispatcher
 from modelbus.bus.aio import AsyncConsumerLoop, AsyncPublisher
 from modelbus.bus.dispatch import Handler
 from modelbus.bus.schema_topic import kafka_schema_store
+from modelbus.bus.topics import ensure_deployment_topics
 from modelbus.events import Codec, build_codec
 from modelbus.events.meta import producer_id
 from modelbus.service import inject
@@ -103,15 +104,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     kafka = settings.kafka
     registry = await asyncio.to_thread(bootstrap, settings)
-    await asyncio.to_thread(
-        ensure_topics,
-        kafka.bootstrap_servers,
-        topic_specs(
-            kafka.models,
-            data_partitions=kafka.data_partitions,
-            retention_ms=kafka.data_retention_ms,
-        ),
-    )
+    await asyncio.to_thread(ensure_deployment_topics, kafka)
     codec = registry.codec
     await asyncio.to_thread(codec.store.warm_up)
     # The log is the truth: adopt what it announced before consuming or writing anything.

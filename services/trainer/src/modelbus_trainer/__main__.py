@@ -36,17 +36,13 @@ def run(
 
     A running job finishes and is reported before the service stops.
     """
-    from modelbus.bus import ensure_topics, topic_specs
+    from modelbus.bus.topics import ensure_deployment_topics
     from modelbus_trainer.bootstrap import bootstrap
 
     configure_logging("trainer", level=log_level)
     settings = Settings()
     kafka = settings.kafka
-    ensure_topics(
-        kafka.bootstrap_servers,
-        topic_specs(kafka.models, data_partitions=kafka.data_partitions,
-                    retention_ms=kafka.data_retention_ms),
-    )  # fmt: skip
+    ensure_deployment_topics(kafka)
     trainer = bootstrap(settings)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -8,6 +8,7 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from modelbus.config import KafkaSettings
 from modelbus.events import types as t
 from modelbus.events.meta import LIFECYCLE_EVENTS
 
@@ -217,6 +218,25 @@ def _wait_until_served(bootstrap_servers: str, topics: list[str], timeout_s: flo
                 time.sleep(0.2)
     finally:
         probe.close()
+
+
+def ensure_deployment_topics(settings: KafkaSettings, models: list[str] | None = None) -> list[str]:
+    """Every topic a deployment needs (shared ones, and those of ``models``, by default the
+    configured models), shaped by ``settings``: partitions, retention, durability.
+
+    Returns the names created now.
+    """
+    specs = topic_specs(
+        settings.models if models is None else models,
+        data_partitions=settings.data_partitions,
+        retention_ms=settings.data_retention_ms,
+    )
+    return ensure_topics(
+        settings.bootstrap_servers,
+        specs,
+        replication_factor=settings.replication_factor,
+        min_insync_replicas=settings.min_insync_replicas,
+    )
 
 
 def describe_topics(bootstrap_servers: str, names: list[str], timeout_s: float = 30.0) -> dict:

@@ -21,9 +21,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from modelbus.bus import LIFECYCLE_TOPIC, Publisher, ensure_topics, topic_specs
+from modelbus.bus import LIFECYCLE_TOPIC, Publisher
 from modelbus.bus.reading import read_topic
 from modelbus.bus.schema_topic import kafka_schema_store
+from modelbus.bus.topics import ensure_deployment_topics
 from modelbus.cli.follow import TopicFollower
 from modelbus.cli.processes import ServiceProcess
 from modelbus.cli.render import one_line
@@ -118,13 +119,8 @@ def run_demo(
     plan = PLANS["fast" if fast else "full"]
     codec = build_codec(kafka_schema_store(settings.bootstrap_servers), models=(MODEL,))
     console.rule("1. topics")
-    specs = topic_specs(
-        settings.models,
-        data_partitions=settings.data_partitions,
-        retention_ms=settings.data_retention_ms,
-    )
-    created = ensure_topics(settings.bootstrap_servers, specs)
-    console.print(f"{len(specs)} topics ready ({len(created)} created now)")
+    created = ensure_deployment_topics(settings)
+    console.print(f"topics ready ({len(created)} created now)")
     history = _lifecycle(settings, codec)
     if history.events:
         console.print(
