@@ -17,9 +17,9 @@ from modelbus.events.schemas import request_schema_for
 from modelbus_inference.config import Settings
 from modelbus_inference.domain import Registration
 from modelbus_inference.handlers import model_registered, traffic_shifted
+from modelbus_inference.loading import LoadFailed
 from modelbus_inference.metrics import Metrics
 from modelbus_inference.predict import BatchPredictor, Incoming
-from modelbus_inference.runtime import LoadFailed
 from modelbus_inference.serving import ModelManager
 from modelbus_inference.validation import ContractFields, Rejected, RequestDecoder
 

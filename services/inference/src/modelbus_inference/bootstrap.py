@@ -18,9 +18,9 @@ from modelbus_inference.api import create_app
 from modelbus_inference.config import Settings
 from modelbus_inference.handlers import EVENT_HANDLERS
 from modelbus_inference.lifecycle import LifecycleFollower
+from modelbus_inference.loading import load_packaged_model
 from modelbus_inference.metrics import Metrics
 from modelbus_inference.predict import BatchPredictor
-from modelbus_inference.runtime import load_packaged_model
 from modelbus_inference.serving import ModelManager
 from modelbus_inference.stream import StreamLoop
 from modelbus_inference.validation import ContractFields, RequestDecoder

@@ -12,11 +12,17 @@ from modelbus.bus import dead_letter
 from modelbus.bus.envelope import FINGERPRINT_HEADER, TYPE_HEADER, Envelope
 from modelbus.bus.topics import data_topic
 from modelbus.events import Codec
+from modelbus.events import types as t
 from modelbus.events.meta import now_utc
 from modelbus_inference.encoding import ResultEncoder, uuid4_strings
 from modelbus_inference.metrics import Metrics, observe_many
 from modelbus_inference.serving import Serving
 from modelbus_inference.validation import Rejected, RequestDecoder
+
+# Requests are decoded by the compiled reader and results written by the hand-rolled encoder, so
+# neither event class is named in a call; the event catalogue reads these instead.
+CONSUMES = (t.PredictionRequest,)
+PRODUCES = (t.PredictionResult,)
 
 
 class Incoming(NamedTuple):

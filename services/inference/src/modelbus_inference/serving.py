@@ -12,7 +12,7 @@ import structlog
 from modelbus.events import new_meta
 from modelbus.events import types as t
 from modelbus_inference.domain import ModelHistory, Registration, Route, RoutingTable
-from modelbus_inference.runtime import LoadFailed, ServedModel
+from modelbus_inference.loading import LoadFailed, ServedModel
 
 log = structlog.get_logger(__name__)
 Loader = Callable[[Registration], ServedModel]

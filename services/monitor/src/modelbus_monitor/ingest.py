@@ -16,6 +16,9 @@ from modelbus_monitor.health import HealthSummary
 from modelbus_monitor.joins import ResultFacts
 from modelbus_monitor.monitors import Monitors
 
+# The data plane arrives as decoded records routed by topic, not through a handler table.
+CONSUMES = (t.PredictionRequest, t.PredictionResult, t.Feedback)
+
 Handlers = dict[type, list[Callable[[Any], list]]]
 
 

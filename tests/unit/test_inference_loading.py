@@ -10,7 +10,7 @@ import pytest
 
 from modelbus.packaging import package_sha256
 from modelbus_inference.domain import Registration
-from modelbus_inference.runtime import LoadFailed, load_packaged_model
+from modelbus_inference.loading import LoadFailed, load_packaged_model
 from tests.support.packages import build_credit_package, credit_contract
 
 

@@ -1,14 +1,14 @@
-"""Fetching, verifying, loading and warming model packages (through modelbus.packaging)."""
+"""Loading a registered version for serving: fetch, verify, check the environment, warm up."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from modelbus.packaging import LoadedModel
 from modelbus_inference.domain import Registration
 
 WARMUP_ROWS = 8
@@ -29,18 +29,22 @@ class ServedModel(Protocol):
 
 
 @dataclass(slots=True)
-class PackagedModel:
-    """A verified, loaded and warmed package."""
+class ServedPackage:
+    """The one served-model class: a registered version's package, verified, loaded and warmed.
+
+    The package (``modelbus.packaging.LoadedModel``) owns preprocessing and the runtime plugin;
+    this adds only what serving needs to say about it: which version, how it was checked, and
+    how long it took to load.
+    """
 
     version: int
-    loaded: Any
+    package: LoadedModel
     environment_check: str
     load_ms: float
-    directory: Path
 
     def predict_rows(self, rows: list[dict[str, Any]]) -> np.ndarray:
         """Class probabilities, one row per request."""
-        return np.asarray(self.loaded.predict_rows(rows))
+        return np.asarray(self.package.predict_rows(rows))
 
 
 def warmup_rows(contract: dict[str, Any]) -> list[dict[str, Any]]:
@@ -60,7 +64,7 @@ def load_packaged_model(
     policy: str,
     contract: dict[str, Any],
     threads: int | None = None,
-) -> PackagedModel:
+) -> ServedPackage:
     """Fetch, verify (sha256 of manifest and every file), check environment, load and warm up."""
     from modelbus import packaging
 
@@ -88,10 +92,9 @@ def load_packaged_model(
         raise LoadFailed(f"warm-up failed: {type(error).__name__}: {error}") from error
     if scores.ndim != 2 or scores.shape[0] != WARMUP_ROWS or not np.isfinite(scores).all():
         raise LoadFailed(f"warm-up gave scores of shape {scores.shape} with non-finite values")
-    return PackagedModel(
+    return ServedPackage(
         version=registration.version,
-        loaded=loaded,
+        package=loaded,
         environment_check=str(loaded.environment_verdict),
         load_ms=(time.perf_counter() - started) * 1000,
-        directory=Path(directory),
     )
