@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import threading
-import uuid
 
 import structlog
-from confluent_kafka import Consumer
 
 from modelbus.bus import LIFECYCLE_TOPIC, Dispatcher, EventPublisher
 from modelbus.bus.envelope import from_confluent
+from modelbus.bus.reading import read_only_consumer
 from modelbus.bus.reading import replay as replay_topic
 from modelbus.events import Codec, CodecError, GenericRecord
 from modelbus_inference.handlers import replay
@@ -33,14 +32,7 @@ class LifecycleFollower:
         self.models = models
         self.dispatcher = dispatcher
         self.publisher = publisher
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap_servers,
-                "group.id": f"modelbus-inference-lifecycle-{uuid.uuid4()}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-            }
-        )
+        self.consumer = read_only_consumer(bootstrap_servers, purpose="inference-lifecycle")
         self._thread: threading.Thread | None = None
 
     def replay(self, timeout_s: float) -> int:

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from modelbus.bus import LIFECYCLE_TOPIC, Publisher
-from modelbus.bus.reading import read_topic
+from modelbus.bus.reading import read_events
 from modelbus.bus.schema_topic import kafka_schema_store
 from modelbus.bus.topics import ensure_deployment_topics
 from modelbus.cli.follow import TopicFollower
@@ -327,12 +327,8 @@ def _wait_answers(
 
 
 def _lifecycle(settings: KafkaSettings, codec: Codec) -> Story:
-    events = []
-    for envelope in read_topic(settings.bootstrap_servers, LIFECYCLE_TOPIC):
-        event = codec.decode(envelope.value or b"", where=envelope.where)
-        if not isinstance(event, GenericRecord):
-            events.append(event)
-    return Story.read(MODEL, events)
+    events = read_events(settings.bootstrap_servers, LIFECYCLE_TOPIC, codec)
+    return Story.read(MODEL, [e for e in events if not isinstance(e, GenericRecord)])
 
 
 def _start_services(settings: KafkaSettings, console: Console, plan: Plan) -> list[ServiceProcess]:

@@ -17,7 +17,7 @@ from rich.table import Table
 from modelbus.bus import LIFECYCLE_TOPIC, Publisher, ensure_topics, topic_specs
 from modelbus.bus.reading import read_topic
 from modelbus.cli.audits import audit_app, replay
-from modelbus.cli.context import cli_codec, cli_settings
+from modelbus.cli.context import cli_codec, cli_settings, lifecycle_events
 from modelbus.cli.processes import ServiceProcess
 from modelbus.events import CodecError, GenericRecord, new_meta
 from modelbus.events import types as t
@@ -186,17 +186,7 @@ def _lifecycle_models() -> dict[str, Any]:
     from modelbus.cli.rollouts import fold_models
 
     settings = cli_settings()
-    codec = cli_codec(settings)
-    try:
-        events = [
-            event
-            for envelope in read_topic(settings.bootstrap_servers, LIFECYCLE_TOPIC, timeout_s=15)
-            if not isinstance(event := codec.decode(envelope.value or b""), GenericRecord)
-        ]
-    except (LookupError, TimeoutError, KafkaException) as error:
-        console.print(f"[red]the broker at {settings.bootstrap_servers} did not answer: {error}")
-        raise typer.Exit(1) from error
-    return fold_models(events)
+    return fold_models(lifecycle_events(settings, cli_codec(settings), console))
 
 
 def _request_decision(event: Any, wait_s: float) -> None:
@@ -451,12 +441,8 @@ def status() -> None:
         console.print(f"{process.name:10} " + (f"running, pid {pid}" if pid else "not running"))
     settings = cli_settings()
     codec = cli_codec(settings)
+    events = lifecycle_events(settings, codec, console)
     try:
-        events = [
-            event
-            for envelope in read_topic(settings.bootstrap_servers, LIFECYCLE_TOPIC, timeout_s=15)
-            if not isinstance(event := codec.decode(envelope.value or b""), GenericRecord)
-        ]
         lag = consumer_lag(settings.bootstrap_servers)
     except (LookupError, TimeoutError, KafkaException) as error:
         console.print(

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from modelbus.bus import LIFECYCLE_TOPIC, data_topic
-from modelbus.bus.reading import read_topic
-from modelbus.events import Codec, CodecError
+from modelbus.bus.reading import decoded, read_topic
+from modelbus.events import Codec
 from modelbus.events import types as t
 
 
@@ -30,11 +30,8 @@ class Answered:
 
 
 def _decoded(bootstrap: str, codec: Codec, topic: str) -> Iterable[Any]:
-    for envelope in read_topic(bootstrap, topic):
-        try:
-            yield codec.decode(envelope.value or b"", where=envelope.where)
-        except CodecError:
-            continue  # dead-lettered at the time; nothing was answered
+    """The topic's events; undecodable ones were dead-lettered then, so none was answered."""
+    return decoded(read_topic(bootstrap, topic), codec, on_undecodable=lambda *_: None)
 
 
 def read_answered(
