@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import signal
-import threading
-
 import structlog
 import typer
 from rich import print_json
 
+from modelbus.service import stop_on_signals
 from modelbus_deployer.config import Settings
 
 log = structlog.get_logger(__name__)
@@ -37,9 +35,7 @@ def run() -> None:
     kafka = settings.kafka
     ensure_deployment_topics(kafka, models=[])
     loop = bootstrap(settings)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = stop_on_signals()
     log.info("deployer started", group=settings.group_id, steps=settings.steps_pct)
     loop.run(stop)
     log.info("deployer stopped", decisions=loop.decisions)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import signal
-import threading
-
 import structlog
 import typer
 from rich import print_json
 
+from modelbus.service import stop_on_signals
 from modelbus_monitor.config import Settings
 
 log = structlog.get_logger(__name__)
@@ -39,9 +37,7 @@ def run() -> None:
     kafka = settings.kafka
     ensure_deployment_topics(kafka, models=[])
     monitor = bootstrap(settings)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = stop_on_signals()
     read = monitor.replay_logs()
     log.info("logs replayed", events=read, models=sorted(monitor.monitors.models))
     monitor.run(stop)

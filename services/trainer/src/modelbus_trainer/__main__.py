@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
-import threading
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -14,6 +12,7 @@ from rich import print_json
 
 from modelbus.events import new_meta
 from modelbus.events import types as t
+from modelbus.service import stop_on_signals
 from modelbus.telemetry import configure_logging
 from modelbus_trainer.config import Settings
 
@@ -44,9 +43,7 @@ def run(
     kafka = settings.kafka
     ensure_deployment_topics(kafka)
     trainer = bootstrap(settings)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = stop_on_signals()
     trainer.catch_up()
     trainer.run(stop)
 
