@@ -29,18 +29,27 @@ app = typer.Typer(
 
 @app.command()
 def run() -> None:
-    """Watch every model: topics, replay of the logs, then live streams until SIGTERM."""
+    """Watch every model while holding the lease: topics, replay of the logs, then live streams.
+
+    A second monitor of the same group stands by and takes over when this one stops or dies.
+    """
     from modelbus.bus.topics import ensure_deployment_topics
     from modelbus_monitor.bootstrap import bootstrap
+    from modelbus_monitor.lease import Lease
 
     settings = Settings()
     kafka = settings.kafka
     ensure_deployment_topics(kafka, models=[])
-    monitor = bootstrap(settings)
     stop = stop_on_signals()
-    read = monitor.replay_logs()
-    log.info("logs replayed", events=read, models=sorted(monitor.monitors.models))
-    monitor.run(stop)
+    lease = Lease(kafka.bootstrap_servers, settings.group_id, settings.session_timeout_ms)
+    lease.start(stop)
+    log.info("waiting for the monitor lease", group=lease.group)
+    while (term := lease.term(stop)) is not None:
+        monitor = bootstrap(settings)
+        read = monitor.replay_logs()
+        log.info("logs replayed", events=read, models=sorted(monitor.monitors.models))
+        monitor.run(term)
+    lease.join()
 
 
 @app.command()

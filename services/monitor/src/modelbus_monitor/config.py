@@ -35,6 +35,12 @@ class Settings(BaseSettings):
         description="Consumer group whose committed offsets mark what was fully handled "
         "(dead letters are written only past them).",
     )
+    session_timeout_ms: int = Field(
+        default=6_000,
+        ge=6_000,
+        description="How long a dead active monitor keeps the lease (group <group_id>-lease) "
+        "before a standby monitor of the same group takes over.",
+    )
     window_s: float = Field(
         default=5.0, gt=0, le=3600, description="Length of a ModelHealth window (event time)."
     )
