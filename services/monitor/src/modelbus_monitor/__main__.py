@@ -21,8 +21,9 @@ app = typer.Typer(
     "request offsets where the new regime starts) to modelbus.lifecycle, and a ModelHealth "
     "per version, variant and window to modelbus.health. State is rebuilt on start by "
     "replaying the topics' recent tail; nothing is pickled. Undecodable results and labels "
-    "go to the model's DLQ with the reason. Settings come from MODELBUS_MONITOR_* variables "
-    "(see `settings`).",
+    "go to the model's DLQ with the reason. One monitor per group acts; others of the same "
+    "group stand by and take over when it dies. Settings come from MODELBUS_MONITOR_* "
+    "variables (see `settings`).",
     no_args_is_help=True,
 )
 
