@@ -255,7 +255,7 @@ def test_generic_feature_maps_are_checked_field_by_field(contract) -> None:  # t
     with pytest.raises(Rejected, match="unknown field\\(s\\) 'x'"):
         fields.coerce({**ROW, "x": 1})
     with pytest.raises(Rejected, match="'commission' is nan"):
-        fields.check_finite({**ROW, "commission": math.nan})
+        fields.check_values({**ROW, "commission": math.nan})
 
 
 def test_settings_default_the_contract_to_the_model_and_refuse_a_limit_above_the_broker() -> None:

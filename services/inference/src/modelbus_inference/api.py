@@ -88,7 +88,7 @@ def create_app(
         try:
             rows = [fields.coerce(instance.features) for instance in body.instances]
             for row in rows:
-                fields.check_finite(row)
+                fields.check_values(row)
         except Rejected as rejected:
             raise HTTPException(422, rejected.reason) from rejected
         keys = [instance.key or str(uuid.uuid4()) for instance in body.instances]

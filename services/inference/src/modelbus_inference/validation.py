@@ -14,11 +14,13 @@ from modelbus.events.codec import HEADER_BYTES, MAGIC
 from modelbus_inference.avro_reader import Reader, Unsupported, compile_reader
 
 GENERIC_REQUEST = "modelbus.events.PredictionRequest"
+# What Avro's int and long hold; Apache Avro's Java reader refuses an over-long varint too.
+INTEGER_RANGES = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 _PYTHON_TYPES: dict[str, tuple[type, ...]] = {
     "double": (float, int),
     "float": (float, int),
-    "int": (int,),
-    "long": (int,),
+    "int": (int, float),  # an integral float (42.0, as Python's avro writes) is the int 42
+    "long": (int, float),
     "string": (str,),
     "boolean": (bool,),
 }
@@ -46,14 +48,35 @@ class ContractFields:
                 kind = next(k for k in kind if k != "null")
             self.types[spec["name"]] = kind if isinstance(kind, str) else kind["type"]
         self.floats = tuple(n for n, k in self.types.items() if k in ("double", "float"))
+        self.integers = tuple(
+            (name, *INTEGER_RANGES[kind])
+            for name, kind in self.types.items()
+            if kind in INTEGER_RANGES
+        )
 
-    def check_finite(self, features: dict[str, Any]) -> None:
-        """Raise Rejected naming the first NaN or infinite number."""
+    def check_values(self, features: dict[str, Any]) -> None:
+        """Raise Rejected naming the first NaN or infinite number, or integer out of its range.
+
+        >>> fields = ContractFields({"fields": [{"name": "age", "type": "int"}]})
+        >>> try:
+        ...     fields.check_values({"age": 2**40})
+        ... except Rejected as refused:
+        ...     print(refused.reason)
+        field 'age' is 1099511627776, outside an Avro int (-2147483648..2147483647)
+        """
         for name in self.floats:
             value = features[name]
             if value is not None and not math.isfinite(value):
                 raise Rejected(
                     "ContractViolation", f"field {name!r} is {value}, not a finite number"
+                )
+        for name, low, high in self.integers:
+            value = features[name]
+            if value is not None and not low <= value <= high:
+                kind = self.types[name]
+                raise Rejected(
+                    "ContractViolation",
+                    f"field {name!r} is {value}, outside an Avro {kind} ({low}..{high})",
                 )
 
     def coerce(self, features: dict[str, Any]) -> dict[str, Any]:
@@ -70,16 +93,18 @@ class ContractFields:
             value = features.get(name)
             allowed = _PYTHON_TYPES.get(kind, (object,))
             is_bool = isinstance(value, bool) and kind != "boolean"
-            if value is not None and (is_bool or not isinstance(value, allowed)):
+            fractional = isinstance(value, float) and kind in INTEGER_RANGES
+            fractional = fractional and not (math.isfinite(value) and value.is_integer())
+            if value is not None and (is_bool or fractional or not isinstance(value, allowed)):
                 raise Rejected(
                     "ContractViolation",
                     f"field {name!r} is {type(value).__name__} {value!r}; the contract says {kind}",
                 )
-            shaped[name] = (
-                float(cast(float, value))
-                if kind in ("double", "float") and value is not None
-                else value
-            )
+            if value is not None and kind in ("double", "float"):
+                value = float(cast(float, value))
+            elif value is not None and kind in INTEGER_RANGES:
+                value = int(value)
+            shaped[name] = value
         return shaped
 
 
@@ -130,7 +155,7 @@ class RequestDecoder:
                 "UnknownModel",
                 f"request names model {record['model']!r} but this stream serves {self.model!r}",
             )
-        self.fields.check_finite(record["features"])
+        self.fields.check_values(record["features"])
         return record
 
     def _decode_compiled(self, value: bytes, where: str) -> dict[str, Any]:
