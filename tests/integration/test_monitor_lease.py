@@ -11,21 +11,11 @@ from modelbus.data import generate_credit
 from modelbus.events import types as t
 from tests.support.broker import create_model_topics, publish_lifecycle, request_codec
 from tests.support.events import registered
-from tests.support.monitor import Traffic, health_events, start_monitor
+from tests.support.monitor import Traffic, health_covering, start_monitor
 from tests.support.processes import stop_workers
-from tests.support.waiting import NotYet, eventually
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
-
-
-def _covering(bootstrap: str, model: str, results: int):
-    def check() -> list[t.ModelHealth]:
-        windows = health_events(bootstrap, model)
-        if sum(w.requests for w in windows) < results:
-            raise NotYet(f"health covers {sum(w.requests for w in windows)} of {results}")
-        return windows
-
-    return check
 
 
 def _pid(window: t.ModelHealth) -> int:
@@ -45,15 +35,15 @@ def test_a_standby_monitor_writes_nothing_then_takes_over_with_no_window_lost_or
     second = None
     try:
         traffic.send(rows[:2_000], labels[:2_000])
-        eventually(_covering(bootstrap, model, 2_000), timeout_s=120)
+        eventually(health_covering(bootstrap, model, 2_000), timeout_s=120)
         second = start_monitor(bootstrap, model)
         traffic.send(rows[2_000:4_000], labels[2_000:4_000], first=2_000)
-        before_kill = eventually(_covering(bootstrap, model, 4_000), timeout_s=120)
+        before_kill = eventually(health_covering(bootstrap, model, 4_000), timeout_s=120)
         assert second.poll() is None, "the standby monitor exited"
         first.send_signal(signal.SIGKILL)
         first.wait()
         traffic.send(rows[4_000:], labels[4_000:], first=4_000)
-        windows = eventually(_covering(bootstrap, model, 6_000), timeout_s=120)
+        windows = eventually(health_covering(bootstrap, model, 6_000), timeout_s=120)
     finally:
         stop_workers([m for m in (first, second) if m is not None])
     assert {_pid(w) for w in before_kill} == {first.pid}

@@ -16,7 +16,12 @@ from modelbus.data import generate_credit
 from modelbus.events import types as t
 from tests.support.broker import create_model_topics, publish_lifecycle, request_codec
 from tests.support.events import registered
-from tests.support.monitor import Traffic, drift_events, health_events, start_monitor
+from tests.support.monitor import (
+    Traffic,
+    drift_events,
+    health_covering,
+    start_monitor,
+)
 from tests.support.processes import stop_workers
 from tests.support.waiting import NotYet, eventually
 
@@ -26,16 +31,6 @@ pytestmark = pytest.mark.integration
 def _watched(kafka_settings, model: str, package: tuple[Path, str]) -> None:
     create_model_topics(kafka_settings, model)
     publish_lifecycle(kafka_settings, request_codec(), registered(model, 1, *package))
-
-
-def _health_covers(bootstrap: str, model: str, results: int):
-    def check() -> list[t.ModelHealth]:
-        windows = health_events(bootstrap, model)
-        if sum(w.requests for w in windows) < results:
-            raise NotYet(f"health covers {sum(w.requests for w in windows)} of {results}")
-        return windows
-
-    return check
 
 
 def _expected_windows(bootstrap: str, model: str, window_s: float) -> dict:
@@ -76,7 +71,7 @@ def test_stationary_labelled_traffic_raises_no_drift_and_health_matches_the_topi
     monitor = start_monitor(bootstrap, model)
     try:
         Traffic(kafka_settings, model).send(rows, labels)
-        windows = eventually(_health_covers(bootstrap, model, len(rows)), timeout_s=120)
+        windows = eventually(health_covering(bootstrap, model, len(rows)), timeout_s=120)
     finally:
         stop_workers([monitor])
     assert drift_events(bootstrap, model) == []
@@ -141,7 +136,7 @@ def test_a_model_registered_later_with_a_one_sigma_salary_shift_gets_one_covaria
         traffic.send(rows, None)
         traffic.requests.producer.produce(data_topic(model, "predictions"), b"\x00junk", b"bad")
         traffic.requests.flush()
-        eventually(_health_covers(bootstrap, model, len(rows)), timeout_s=120)
+        eventually(health_covering(bootstrap, model, len(rows)), timeout_s=120)
         dead = eventually(lambda: _dead_letters(bootstrap, model) or _not_yet(), timeout_s=30)
     finally:
         stop_workers([monitor])
@@ -179,7 +174,7 @@ def test_a_rule_switch_killed_monitor_and_restarts_give_exactly_one_concept_aler
     monitor = start_monitor(bootstrap, model)
     try:
         traffic.send(before, before_labels)
-        eventually(_health_covers(bootstrap, model, 5_000), timeout_s=120)
+        eventually(health_covering(bootstrap, model, 5_000), timeout_s=120)
         monitor.send_signal(signal.SIGKILL)
         monitor.wait()
         traffic.send(after[:3_000], after_labels[:3_000], first=5_000)
@@ -189,7 +184,7 @@ def test_a_rule_switch_killed_monitor_and_restarts_give_exactly_one_concept_aler
         monitor.wait()
         monitor = start_monitor(bootstrap, model)
         traffic.send(after[3_000:], after_labels[3_000:], first=8_000)
-        windows = eventually(_health_covers(bootstrap, model, 9_000), timeout_s=120)
+        windows = eventually(health_covering(bootstrap, model, 9_000), timeout_s=120)
     finally:
         stop_workers([monitor])
     concept = [d for d in drift_events(bootstrap, model) if d.kind == "concept"]

@@ -11,6 +11,7 @@ import random
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from modelbus.bus import HEALTH_TOPIC, LIFECYCLE_TOPIC, Publisher
@@ -21,6 +22,7 @@ from modelbus.events import types as t
 from modelbus.events.meta import now_utc
 from tests.support.broker import RequestProducer, request_codec
 from tests.support.processes import REPO
+from tests.support.waiting import NotYet
 
 RULE_ZERO = 0
 
@@ -115,6 +117,18 @@ def health_events(bootstrap: str, model: str) -> list[t.ModelHealth]:
         )
         if isinstance(event, t.ModelHealth) and event.model == model
     ]
+
+
+def health_covering(bootstrap: str, model: str, results: int) -> Callable[[], list[t.ModelHealth]]:
+    """A check for ``eventually``: the model's health windows, once they count ``results``."""
+
+    def check() -> list[t.ModelHealth]:
+        windows = health_events(bootstrap, model)
+        if sum(w.requests for w in windows) < results:
+            raise NotYet(f"health covers {sum(w.requests for w in windows)} of {results}")
+        return windows
+
+    return check
 
 
 def _skip(_envelope: Any, _error: Any) -> None:

@@ -19,11 +19,10 @@ from modelbus_trainer.bootstrap import JobPlanner
 from modelbus_trainer.config import Settings
 from modelbus_trainer.domain import TrainerState
 from modelbus_trainer.handlers import (
-    drift_detected,
     fail_interrupted,
     finish_job,
     observe_lifecycle,
-    request_training,
+    start_training,
 )
 from modelbus_trainer.job import run_job
 from modelbus_trainer.snapshot import Slice, TrainingError, assemble, load_snapshot
@@ -86,7 +85,7 @@ def deps(state, tmp_path) -> dict:
 
 def test_a_request_starts_one_job_caused_by_it(deps) -> None:
     request = training_requested()
-    (started,) = request_training(request, **deps)
+    (started,) = start_training(request, **deps)
     assert isinstance(started, t.TrainingStarted)
     assert (started.model, started.trigger) == ("credit", "TrainingRequested")
     assert started.meta.causation_id == "req-1"
@@ -101,8 +100,8 @@ def test_a_request_starts_one_job_caused_by_it(deps) -> None:
 
 def test_a_redelivered_request_starts_nothing(deps) -> None:
     request = training_requested()
-    assert len(request_training(request, **deps)) == 1
-    assert request_training(request, **deps) == []
+    assert len(start_training(request, **deps)) == 1
+    assert start_training(request, **deps) == []
     assert len(deps["runner"].specs) == 1
 
 
@@ -116,22 +115,22 @@ def test_a_request_answered_before_a_restart_starts_nothing(deps, state) -> None
         t.TrainingFailed(meta=meta("f-1"), model="credit", job_id="credit-old", stage="train",
                          reason="x"), state,
     )  # fmt: skip
-    assert request_training(training_requested(), **deps) == []
+    assert start_training(training_requested(), **deps) == []
 
 
 def test_a_stale_request_is_skipped(deps) -> None:
     old = training_requested(at=T0 - timedelta(hours=2))
-    assert request_training(old, **deps) == []
+    assert start_training(old, **deps) == []
 
 
 def test_one_drift_episode_starts_one_job(deps, state) -> None:
-    (first,) = drift_detected(drift("d-1", T0), **deps)
+    (first,) = start_training(drift("d-1", T0), **deps)
     # Same episode while the job runs, and within the cool-down after it ended.
-    assert drift_detected(drift("d-2", T0 + timedelta(seconds=30)), **deps) == []
+    assert start_training(drift("d-2", T0 + timedelta(seconds=30)), **deps) == []
     observe_lifecycle(_job_ended(first.job_id), state)
-    assert drift_detected(drift("d-3", T0 + timedelta(seconds=599)), **deps) == []
-    assert drift_detected(drift("d-1", T0), **deps) == []  # redelivery
-    (second,) = drift_detected(drift("d-4", T0 + timedelta(seconds=600)), **deps)
+    assert start_training(drift("d-3", T0 + timedelta(seconds=599)), **deps) == []
+    assert start_training(drift("d-1", T0), **deps) == []  # redelivery
+    (second,) = start_training(drift("d-4", T0 + timedelta(seconds=600)), **deps)
     assert second.trigger == "DriftDetected"
     assert second.meta.causation_id == "d-4"
     assert [spec.trigger_event_id for spec in deps["runner"].specs] == ["d-1", "d-4"]
@@ -140,8 +139,8 @@ def test_one_drift_episode_starts_one_job(deps, state) -> None:
 
 
 def test_an_explicit_request_is_not_held_back_by_the_drift_cool_down(deps) -> None:
-    assert len(drift_detected(drift("d-1", T0), **deps)) == 1
-    assert len(request_training(training_requested("req-9"), **deps)) == 1
+    assert len(start_training(drift("d-1", T0), **deps)) == 1
+    assert len(start_training(training_requested("req-9"), **deps)) == 1
 
 
 def _job_ended(job_id: str) -> t.TrainingFailed:
@@ -195,7 +194,7 @@ def _outcome(job_id: str, *, ok: bool = True) -> JobOutcome:
 
 
 def test_a_finished_job_becomes_model_trained_caused_by_the_trigger(deps, state) -> None:
-    (started,) = request_training(training_requested(), **deps)
+    (started,) = start_training(training_requested(), **deps)
     (trained,) = finish_job(_outcome(started.job_id), state, PRODUCER)
     assert isinstance(trained, t.ModelTrained)
     assert trained.meta.causation_id == "req-1"
@@ -213,7 +212,7 @@ def test_a_finished_job_becomes_model_trained_caused_by_the_trigger(deps, state)
 
 
 def test_a_failed_job_becomes_training_failed_with_its_reason(deps, state) -> None:
-    (started,) = request_training(training_requested(), **deps)
+    (started,) = start_training(training_requested(), **deps)
     (failed,) = finish_job(_outcome(started.job_id, ok=False), state, PRODUCER)
     assert isinstance(failed, t.TrainingFailed)
     assert (failed.stage, failed.reason) == ("validate", "all 10 snapshot rows have label 1")

@@ -19,37 +19,13 @@ PlanJob = Callable[[Trigger, int | None], JobSpec]
 Clock = Callable[[], datetime]
 
 
-def request_training(
-    event: t.TrainingRequested,
-    state: TrainerState,
-    runner: JobRunner,
-    plan_job: PlanJob,
-    producer: str,
-    clock: Clock,
-) -> list[t.TrainingStarted]:
-    """Someone asked for training: start a job unless this request was already answered."""
-    return _start(event, state, runner, plan_job, producer, clock)
-
-
-def drift_detected(
-    event: t.DriftDetected,
-    state: TrainerState,
-    runner: JobRunner,
-    plan_job: PlanJob,
-    producer: str,
-    clock: Clock,
-) -> list[t.TrainingStarted]:
-    """Drift seen: retrain, once per drift episode (cool-down and de-duplication per model)."""
-    return _start(event, state, runner, plan_job, producer, clock)
-
-
 def observe_lifecycle(event: object, state: TrainerState) -> list[object]:
     """Fold champions, registrations and jobs (including this trainer's own) into the state."""
     state.observe(event)
     return []
 
 
-def _start(
+def start_training(
     event: Trigger,
     state: TrainerState,
     runner: JobRunner,
@@ -57,6 +33,11 @@ def _start(
     producer: str,
     clock: Clock,
 ) -> list[t.TrainingStarted]:
+    """Someone asked for training, or drift was seen: start a job unless the state refuses.
+
+    A request already answered is not trained twice; a drift is trained on once per episode
+    (cool-down and de-duplication per model). The refusal's reason is logged.
+    """
     admission = state.admit(event, now=clock())
     trigger = type(event).__name__
     if not admission.accepted:
@@ -135,8 +116,8 @@ def fail_interrupted(state: TrainerState, producer: str) -> list[t.TrainingFaile
 
 
 EVENT_HANDLERS: dict[type, list[Callable[..., list]]] = {
-    t.TrainingRequested: [request_training],
-    t.DriftDetected: [drift_detected],
+    t.TrainingRequested: [start_training],
+    t.DriftDetected: [start_training],
     t.TrainingStarted: [observe_lifecycle],
     t.ModelTrained: [observe_lifecycle],
     t.TrainingFailed: [observe_lifecycle],
