@@ -4,10 +4,18 @@ An event is one request, its result and its label (three messages). The backlog 
 first; the monitor then starts, replays it (the same path it takes after a restart) and
 commits its offsets as it handles them; the rate is taken between its first and its last
 commit, so start-up (imports, lifecycle replay) is left out and reported apart.
+
+On the same backlog, the same pure ingest is then driven by a faust-streaming agent
+(``benchmarks/faust_monitor.py``) instead of the monitor's confluent-kafka loop, timed from
+its first handled message to its last: the transport's share of the cost, measured.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -66,12 +74,14 @@ def monitor_throughput(events: int) -> dict[str, Any]:
         finally:
             stop_workers([monitor])
             probe.close()
+        faust = _faust_agent(settings, model, events, Path(directory))
     moving = [(t, c) for t, c in samples if c > 0]
     if len(moving) < 2:
-        return {"events": events, "completed": False, "events_per_s": None}
+        return {"events": events, "completed": False, "events_per_s": None, "faust_agent": faust}
     (t_first, c_first), (t_last, c_last) = moving[0], moving[-1]
     rate = (c_last - c_first) / 3 / (t_last - t_first) if t_last > t_first else None
     return {
+        "faust_agent": faust,
         "events": events,
         "messages": 3 * events,
         "produce_s": round(produced_s, 1),
@@ -79,4 +89,32 @@ def monitor_throughput(events: int) -> dict[str, Any]:
         "drain_s": round(t_last - t_first, 1),
         "events_per_s": round(rate) if rate else None,
         "completed": c_last >= 3 * events,
+    }
+
+
+def _faust_agent(
+    settings: KafkaSettings, model: str, events: int, directory: Path
+) -> dict[str, Any]:
+    """The same backlog through the same ingest, with a Faust agent as the transport."""
+    out = directory / "faust.json"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.faust_monitor", model, str(3 * events), str(out)],
+        env={**os.environ, "MODELBUS_BOOTSTRAP_SERVERS": settings.bootstrap_servers},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.perf_counter() + 900
+    try:
+        while not out.exists() and worker.poll() is None and time.perf_counter() < deadline:
+            time.sleep(0.5)
+    finally:
+        worker.kill()
+        _, errors = worker.communicate()
+    if not out.exists():
+        return {"completed": False, "error": errors.decode(errors="replace")[-1000:]}
+    timed = json.loads(out.read_text())
+    return {
+        "completed": True,
+        "drain_s": round(timed["drain_s"], 1),
+        "events_per_s": round(timed["messages"] / 3 / timed["drain_s"]),
     }
