@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,6 +12,7 @@ from modelbus_deployer.domain import Deployer
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 POLICY = Settings(min_requests=50, min_labelled=50, min_bake_s=0, health_timeout_s=30).policy()
+SHADOW_POLICY = dataclasses.replace(POLICY, shadow=True)
 
 
 def meta(event_id: str, at: datetime = T0, producer: str = "registry@h:1") -> t.EventMeta:
@@ -42,8 +44,8 @@ def health(version: int, variant: str, start: datetime, *, accuracy: float = 0.9
 class Run:
     """A deployer fed triggers; every decision kept as the log would hold it."""
 
-    def __init__(self) -> None:
-        self.deployer = Deployer(producer="deployer@test", policy=POLICY)
+    def __init__(self, policy: t.RolloutPolicy = POLICY) -> None:
+        self.deployer = Deployer(producer="deployer@test", policy=policy)
         self.log: list[Any] = []
         self.boundaries: list[int] = []
         self.clock = T0
@@ -59,18 +61,19 @@ class Run:
         return decided
 
     def windows(self, candidate: int, champion: int, *, n: int, start: datetime,
-                candidate_accuracy: float = 0.95) -> list[Any]:  # fmt: skip
-        """``n`` windows of champion and canary health, five seconds apart."""
+                candidate_accuracy: float = 0.95, variant: str = "canary",
+                ) -> list[Any]:  # fmt: skip
+        """``n`` windows of champion and candidate (``variant``) health, five seconds apart."""
         decided: list[Any] = []
         for k in range(n):
             at = start + timedelta(seconds=5 * k)
             decided += self.feed(health(champion, "champion", at))
-            decided += self.feed(health(candidate, "canary", at, accuracy=candidate_accuracy))
+            decided += self.feed(health(candidate, variant, at, accuracy=candidate_accuracy))
         return decided
 
 
-def with_champion() -> Run:
+def with_champion(policy: t.RolloutPolicy = POLICY) -> Run:
     """A run whose first version is already the champion."""
-    run = Run()
+    run = Run(policy)
     run.feed(registered(1))
     return run

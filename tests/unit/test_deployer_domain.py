@@ -9,7 +9,16 @@ from typing import Any
 import pytest
 
 from modelbus.events import types as t
-from tests.support.rollouts import POLICY, T0, Run, health, meta, registered, with_champion
+from tests.support.rollouts import (
+    POLICY,
+    SHADOW_POLICY,
+    T0,
+    Run,
+    health,
+    meta,
+    registered,
+    with_champion,
+)
 
 
 def kinds(events: list[Any]) -> list[str]:
@@ -212,3 +221,78 @@ def test_decision_ids_depend_only_on_their_cause() -> None:
     first, second = _scripted_run(), _scripted_run()
     assert [e.meta.event_id for e in first.log] == [e.meta.event_id for e in second.log]
     assert dataclasses.asdict(first.log[-1]) == dataclasses.asdict(second.log[-1])
+
+
+def routes_of(shift: t.TrafficShifted) -> list[tuple[str, int, float]]:
+    return [(r.variant, r.version, r.weight_pct) for r in shift.routes]
+
+
+def test_a_shadow_step_keeps_every_caller_on_the_champion_and_mirrors_to_the_candidate() -> None:
+    run = with_champion(SHADOW_POLICY)
+    started = run.feed(registered(2, T0 + timedelta(seconds=1)))
+    assert kinds(started) == ["RolloutStarted", "TrafficShifted"]
+    assert started[0].policy.shadow is True
+    assert routes_of(started[1]) == [("champion", 1, 100.0), ("shadow", 2, 0.0)]
+    assert run.deployer.state("credit").rollout.shadowing  # type: ignore[union-attr]
+
+
+def test_a_passed_shadow_step_moves_to_the_first_weighted_step() -> None:
+    run = with_champion(SHADOW_POLICY)
+    run.feed(registered(2, T0 + timedelta(seconds=1)))
+    decided = run.windows(2, 1, n=1, start=T0 + timedelta(seconds=5), variant="shadow")
+    assert kinds(decided) == ["CanaryEvaluated", "TrafficShifted"]
+    assert (decided[0].verdict, decided[0].step_index, decided[0].step_pct) == ("pass", -1, 0.0)
+    assert decided[0].metrics["candidate_results"] == 1000.0
+    assert routes_of(decided[1]) == [("canary", 2, 5.0), ("champion", 1, 95.0)]
+    assert decided[1].reason == "canary v2 passed the shadow step; now 5%"
+    rollout = run.deployer.state("credit").rollout
+    assert rollout is not None
+    assert not rollout.shadowing
+    assert rollout.step == 0
+    assert rollout.windows == {}
+
+
+def test_shadow_answers_are_evidence_only_during_the_shadow_step() -> None:
+    run = with_champion(SHADOW_POLICY)
+    run.feed(registered(2, T0 + timedelta(seconds=1)))
+    at = T0 + timedelta(seconds=5)
+    run.feed(health(1, "champion", at))
+    assert run.feed(health(2, "canary", at)) == []  # nobody is served by a canary yet
+    run.windows(2, 1, n=1, start=T0 + timedelta(seconds=10), variant="shadow")
+    later = T0 + timedelta(seconds=15)
+    run.feed(health(1, "champion", later))
+    assert run.feed(health(2, "shadow", later)) == []
+    judged = run.feed(health(2, "canary", later))[0]
+    assert (judged.step_index, judged.step_pct) == (0, 5.0)
+
+
+def test_a_failed_shadow_step_rolls_back_before_any_caller_is_served_by_the_candidate() -> None:
+    run = with_champion(SHADOW_POLICY)
+    run.feed(registered(2, T0 + timedelta(seconds=1)))
+    decided = run.windows(
+        2, 1, n=1, start=T0 + timedelta(seconds=5), candidate_accuracy=0.78, variant="shadow"
+    )
+    assert kinds(decided) == ["CanaryEvaluated", "TrafficShifted", "ModelRolledBack"]
+    assert (decided[0].verdict, decided[0].step_index) == ("fail", -1)
+    assert routes_of(decided[1]) == [("champion", 1, 100.0)]
+    assert decided[2].reason.startswith("canary failed accuracy: worse by +0.1700")
+    shifts = [e for e in run.log if isinstance(e, t.TrafficShifted)]
+    served = [r for s in shifts for r in s.routes if r.version == 2 and r.weight_pct > 0]
+    assert served == []
+    assert champion_of(run) == 1
+    assert run.deployer.state("credit").rollout is None
+
+
+def test_a_restart_during_the_shadow_step_resumes_it() -> None:
+    run = with_champion(SHADOW_POLICY)
+    run.feed(registered(2, T0 + timedelta(seconds=1)))
+    restarted = Run(SHADOW_POLICY)
+    on_log = {e.meta.event_id for e in run.log}
+    for event in run.log:
+        decided = restarted.deployer.decide(event, now=event.meta.occurred_at)
+        assert {d.meta.event_id for d in decided} <= on_log
+    rollout = restarted.deployer.state("credit").rollout
+    assert rollout is not None
+    assert rollout.shadowing
+    decided = restarted.windows(2, 1, n=1, start=T0 + timedelta(seconds=5), variant="shadow")
+    assert routes_of(decided[1]) == [("canary", 2, 5.0), ("champion", 1, 95.0)]

@@ -98,5 +98,5 @@ def test_topic_configs_follow_the_design() -> None:
     assert set(specs) == {
         "modelbus.lifecycle", "modelbus.schemas", "modelbus.health", "modelbus.dlq",
         "modelbus.credit.requests", "modelbus.credit.predictions", "modelbus.credit.feedback",
-        "modelbus.credit.dlq",
+        "modelbus.credit.dlq", "modelbus.credit.shadow",
     }  # fmt: skip

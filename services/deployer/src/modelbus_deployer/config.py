@@ -39,6 +39,12 @@ class Settings(BaseSettings):
         default=[5.0, 25.0, 50.0, 100.0],
         description="Canary shares, in order; reaching 100 promotes the candidate.",
     )
+    shadow: bool = Field(
+        default=False,
+        description="Start each rollout with a shadow step: the candidate scores a mirrored "
+        "copy of all traffic (results on modelbus.<model>.shadow, never to callers) and is "
+        "judged against the champion on it before any caller is routed to it.",
+    )
     min_requests: int = Field(
         default=200, ge=1, description="Results each arm needs in a step before it may pass."
     )
@@ -116,7 +122,7 @@ class Settings(BaseSettings):
         """The policy a new rollout records in RolloutStarted."""
         return t.RolloutPolicy(
             steps_pct=list(self.steps_pct),
-            shadow=False,
+            shadow=self.shadow,
             min_requests=self.min_requests,
             min_bake_s=self.min_bake_s,
             health_timeout_s=self.health_timeout_s,

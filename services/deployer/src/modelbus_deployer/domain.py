@@ -17,7 +17,7 @@ from typing import Any
 from modelbus.events import types as t
 from modelbus_deployer.judge import Arm, Judgement, judge
 
-CANARY, CHAMPION = "canary", "champion"
+CANARY, CHAMPION, SHADOW = "canary", "champion", "shadow"
 _IDS = uuid.UUID("5d0f6b4e-4a0c-4b8e-9a57-1f5c2f6f7e21")
 
 
@@ -48,19 +48,29 @@ class Rollout:
     total_failures: int = 0
     last_health_at: datetime | None = None
     paused: bool = False
+    shadowing: bool = False
+    """In the shadow step: the candidate scores mirrored traffic and answers no caller."""
 
     @property
     def step_pct(self) -> float:
-        """The candidate's share in this step."""
-        return self.policy.steps_pct[self.step]
+        """The candidate's share of callers in this step (0 while shadowing)."""
+        return 0.0 if self.shadowing else self.policy.steps_pct[self.step]
+
+    @property
+    def candidate_variant(self) -> str:
+        """The variant whose windows are the candidate's evidence in this step."""
+        return SHADOW if self.shadowing else CANARY
+
+    def counterpart(self, variant: str) -> tuple[int, str]:
+        """The arm a window of ``variant`` is compared with."""
+        if variant == CHAMPION:
+            return (self.candidate, self.candidate_variant)
+        return (self.champion or -1, CHAMPION)
 
     def arm(self, version: int, variant: str) -> Arm:
         """The step's windows of one arm, over the windows both arms have."""
         mine = self.windows.get((version, variant), {})
-        other_key = (
-            (self.champion or -1, CHAMPION) if variant == CANARY else (self.candidate, CANARY)
-        )
-        other = self.windows.get(other_key, {})
+        other = self.windows.get(self.counterpart(variant), {})
         arm = Arm()
         for start in sorted(set(mine) & set(other)):
             arm = arm.add(mine[start])
@@ -114,6 +124,7 @@ class Deployer:
                 champion=event.champion_version, policy=policy,
                 correlation_id=event.meta.correlation_id,
                 step_started_at=event.meta.occurred_at, step_cause=event_id,
+                shadowing=policy.shadow and event.champion_version is not None,
             )  # fmt: skip
         elif isinstance(event, t.TrafficShifted):
             self._shifted(state, event)
@@ -142,7 +153,12 @@ class Deployer:
             and rollout.policy.steps_pct.index(share) >= rollout.step
         ):
             step = rollout.policy.steps_pct.index(share)
-            if step != rollout.step or rollout.step_cause == rollout.rollout_id:
+            if (
+                step != rollout.step
+                or rollout.step_cause == rollout.rollout_id
+                or rollout.shadowing
+            ):
+                rollout.shadowing = False
                 rollout.step, rollout.step_started_at = step, event.meta.occurred_at
                 rollout.step_cause, rollout.windows, rollout.looks = event.meta.event_id, {}, 0
 
@@ -165,10 +181,10 @@ class Deployer:
         if window.window_start < rollout.step_started_at:
             return  # traffic of an earlier step: not this step's evidence
         if (window.version, window.variant) not in {
-            (rollout.candidate, CANARY),
+            (rollout.candidate, rollout.candidate_variant),
             (rollout.champion, CHAMPION),
         }:
-            return  # pinned and shadow answers are never canary evidence
+            return  # pinned answers never, shadow answers only in the shadow step
         rollout.windows.setdefault((window.version, window.variant), {})[window.window_start] = (
             window
         )
@@ -274,6 +290,14 @@ class Deployer:
             reason=f"v{event.version} registered; champion v{state.champion}",
         )  # fmt: skip
         first_pct = self.policy.steps_pct[0]
+        if self.policy.shadow and state.champion is not None:
+            shadow = [
+                t.Route(variant=CHAMPION, version=state.champion, weight_pct=100.0),
+                t.Route(variant=SHADOW, version=event.version, weight_pct=0.0),
+            ]
+            reason = f"shadow v{event.version}: scores a mirror of all traffic, answers no caller"
+            shift = self._shift(started, event.model, shadow, reason, "shadow")
+            return [*decisions, started, shift]
         shift = self._shift(
             started, event.model, _routes(event.version, state.champion, first_pct),
             f"canary v{event.version} at {first_pct:g}%", "step-0",
@@ -289,17 +313,12 @@ class Deployer:
         mine = rollout.windows.get(key, {})
         if window.window_start not in mine:
             return []  # not evidence of this step
-        other_key = (
-            (rollout.champion or -1, CHAMPION)
-            if window.variant == CANARY
-            else (rollout.candidate, CANARY)
-        )
-        if window.window_start not in rollout.windows.get(other_key, {}):
+        if window.window_start not in rollout.windows.get(rollout.counterpart(window.variant), {}):
             return []  # judged once both arms have the window
         cause = f"{rollout.step_cause}/window-{int(window.window_start.timestamp() * 1000)}"
         if decision_id(cause, "evaluated") in self.folded:
             return []  # this window was judged before a restart
-        candidate = rollout.arm(rollout.candidate, CANARY)
+        candidate = rollout.arm(rollout.candidate, rollout.candidate_variant)
         champion = rollout.arm(rollout.champion or -1, CHAMPION)
         baked_s = (window.window_end - rollout.step_started_at).total_seconds()
         judgement = judge(
@@ -323,7 +342,7 @@ class Deployer:
         self, model: str, rollout: Rollout, judgement: Judgement, cause: str, now: datetime,
         extra: list[str],
     ) -> t.CanaryEvaluated:  # fmt: skip
-        candidate = rollout.arm(rollout.candidate, CANARY)
+        candidate = rollout.arm(rollout.candidate, rollout.candidate_variant)
         champion = rollout.arm(rollout.champion or -1, CHAMPION)
         metrics = {
             "candidate_results": float(candidate.results),
@@ -340,19 +359,20 @@ class Deployer:
             model=model, candidate_version=rollout.candidate, champion_version=rollout.champion,
             step_pct=rollout.step_pct, verdict=judgement.verdict,
             reasons=extra + judgement.reasons(), metrics=metrics, rollout_id=rollout.rollout_id,
-            step_index=rollout.step, guardrails=judgement.guardrails,
+            step_index=-1 if rollout.shadowing else rollout.step, guardrails=judgement.guardrails,
         )  # fmt: skip
 
     def _advance(
         self, evaluated: t.CanaryEvaluated, state: ModelState, rollout: Rollout
     ) -> list[Any]:
-        following = rollout.step + 1
+        following = 0 if rollout.shadowing else rollout.step + 1
+        passed = "the shadow step" if rollout.shadowing else f"{rollout.step_pct:g}%"
         pct = rollout.policy.steps_pct[following]
         if pct < 100.0:
             return [
                 self._shift(
                     evaluated, state.model, _routes(rollout.candidate, rollout.champion, pct),
-                    f"canary v{rollout.candidate} passed {rollout.step_pct:g}%; now {pct:g}%",
+                    f"canary v{rollout.candidate} passed {passed}; now {pct:g}%",
                     f"step-{following}",
                 )
             ]  # fmt: skip

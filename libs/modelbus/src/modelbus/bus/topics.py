@@ -18,7 +18,7 @@ HEALTH_TOPIC = "modelbus.health"
 SHARED_DLQ_TOPIC = "modelbus.dlq"
 """Dead letters from topics that belong to no single model (lifecycle, health)."""
 
-_DATA_KINDS = ("requests", "predictions", "feedback", "dlq")
+_DATA_KINDS = ("requests", "predictions", "feedback", "dlq", "shadow")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +85,15 @@ def plan_durability(
 
 
 def data_topic(model: str, kind: str) -> str:
-    """``modelbus.<model>.<kind>`` for kind in requests, predictions, feedback, dlq."""
+    """``modelbus.<model>.<kind>`` for kind in requests, predictions, feedback, dlq, shadow."""
     if kind not in _DATA_KINDS:
         raise ValueError(f"unknown data topic kind {kind!r}; expected one of {_DATA_KINDS}")
     return f"modelbus.{model}.{kind}"
+
+
+def shadow_topic(model: str) -> str:
+    """``modelbus.<model>.shadow``: a shadow candidate's results, never read by callers."""
+    return data_topic(model, "shadow")
 
 
 def model_of_topic(topic: str) -> str | None:
