@@ -15,7 +15,7 @@ from modelbus.events import types as t
 from modelbus.events.meta import now_utc
 from modelbus.events.schemas import request_schema_for
 from modelbus_inference.config import Settings
-from modelbus_inference.domain import Registration
+from modelbus_inference.domain import Registration, Route, RoutingTable
 from modelbus_inference.handlers import model_registered, traffic_shifted
 from modelbus_inference.loading import LoadFailed
 from modelbus_inference.metrics import Metrics
@@ -315,3 +315,104 @@ def test_a_request_from_a_writer_before_pinning_existed_is_routed_normally(codec
     result = codec.decode(output.value)
     assert isinstance(result, t.PredictionResult)
     assert (result.request_id, result.version, result.variant) == ("old", 1, "champion")
+
+
+# -- shadow routes: the candidate mirrors the champion's traffic, answering nobody --------
+
+
+class Opposite(FakeModel):
+    """Scores the other way round from FakeModel: its answers are told apart at a glance."""
+
+    def predict_rows(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        if self.raises:
+            raise RuntimeError("shadow boom")
+        return np.array([[0.9, 0.1] for _ in rows])
+
+
+def test_a_shadow_route_takes_no_bucket_but_its_version_is_loaded() -> None:
+    table = RoutingTable.of([Route("champion", 1, 100.0), Route("shadow", 2, 0.0)])
+    keys = [f"k{n}".encode() for n in range(1_000)]
+    assert {table.route(key) for key in keys} == {Route("champion", 1, 100.0)}
+    assert table.shadow == Route("shadow", 2, 0.0)
+    assert table.versions == {1, 2}
+    assert RoutingTable.of([Route("champion", 1, 100.0)]).shadow is None
+
+
+def serving_with_shadow(shadow: FakeModel) -> Any:
+    models = manager_with({1: FakeModel(1), 2: shadow})
+    model_registered(registered_event(1), models)
+    model_registered(registered_event(2), models)
+    traffic_shifted(shifted_event([("champion", 1, 100.0), ("shadow", 2, 0.0)]), models)
+    assert models.serving is not None
+    return models.serving
+
+
+def test_every_champion_answer_is_mirrored_by_the_shadow_to_the_shadow_topic_only(
+    codec, contract
+) -> None:  # type: ignore[no-untyped-def]
+    metrics = Metrics()
+    serving = serving_with_shadow(Opposite(2))
+    batch = [
+        Incoming(TOPIC, 0, n, f"k{n}".encode(), request_bytes(codec, f"k{n}", ROW))
+        for n in range(4)
+    ]
+    outputs = predictor(codec, contract, metrics).predict(batch, serving)
+    by_topic: dict[str, list[Any]] = {}
+    for output in outputs:
+        by_topic.setdefault(output.topic, []).append(codec.decode(output.value))
+    assert sorted(by_topic) == ["modelbus.credit.predictions", "modelbus.credit.shadow"]
+    answered, mirrored = by_topic["modelbus.credit.predictions"], by_topic["modelbus.credit.shadow"]
+    assert [(r.request_id, r.version, r.variant, r.label) for r in answered] == [
+        (f"k{n}", 1, "champion", 1) for n in range(4)
+    ]
+    assert [(r.request_id, r.version, r.variant, r.label) for r in mirrored] == [
+        (f"k{n}", 2, "shadow", 0) for n in range(4)
+    ]
+    assert {r.meta.event_id for r in answered}.isdisjoint(r.meta.event_id for r in mirrored)
+    assert [r.meta.causation_id for r in mirrored] == [r.meta.causation_id for r in answered]
+    labels = {"model": "credit", "version": "2", "variant": "shadow"}
+    assert metrics.registry.get_sample_value("modelbus_inference_results_total", labels) == 4.0
+
+
+def test_only_requests_routed_to_the_champion_are_mirrored(codec, contract) -> None:  # type: ignore[no-untyped-def]
+    models = manager_with({1: FakeModel(1), 2: Opposite(2), 3: FakeModel(3)})
+    for version in (1, 2, 3):
+        model_registered(registered_event(version), models)
+    table = [("champion", 1, 50.0), ("canary", 3, 50.0), ("shadow", 2, 0.0)]
+    traffic_shifted(shifted_event(table), models)
+    assert models.serving is not None
+    batch = [
+        Incoming(TOPIC, 0, n, f"k{n}".encode(), request_bytes(codec, f"k{n}", ROW))
+        for n in range(40)
+    ]
+    outputs = predictor(codec, contract, Metrics()).predict(batch, models.serving)
+    results = [(o.topic, codec.decode(o.value)) for o in outputs]
+    champion = {r.request_id for topic, r in results if r.variant == "champion"}
+    shadow = {r.request_id for topic, r in results if topic.endswith(".shadow")}
+    assert 0 < len(champion) < 40
+    assert shadow == champion
+    assert all(r.variant == "shadow" for topic, r in results if topic.endswith(".shadow"))
+
+
+def test_a_failing_shadow_dead_letters_its_mirror_and_the_caller_keeps_the_champion_answer(
+    codec, contract
+) -> None:  # type: ignore[no-untyped-def]
+    serving = serving_with_shadow(Opposite(2, raises=True))
+    batch = [Incoming(TOPIC, 0, 0, b"a", request_bytes(codec, "a", ROW))]
+    outputs = predictor(codec, contract, Metrics()).predict(batch, serving)
+    assert [o.topic for o in outputs] == ["modelbus.credit.predictions", "modelbus.credit.dlq"]
+    answer, letter = (codec.decode(o.value) for o in outputs)
+    assert (answer.version, answer.variant) == (1, "champion")
+    assert isinstance(letter, t.DeadLetter)
+    assert (letter.error_type, letter.model_version) == ("ShadowModelError", 2)
+    assert "raised RuntimeError: shadow boom" in letter.reason
+
+
+def test_without_a_shadow_route_nothing_goes_to_the_shadow_topic(codec, contract) -> None:  # type: ignore[no-untyped-def]
+    models = manager_with({1: FakeModel(1)})
+    model_registered(registered_event(1), models)
+    traffic_shifted(shifted_event([("champion", 1, 100.0)]), models)
+    assert models.serving is not None
+    batch = [Incoming(TOPIC, 0, 0, b"a", request_bytes(codec, "a", ROW))]
+    outputs = predictor(codec, contract, Metrics()).predict(batch, models.serving)
+    assert [o.topic for o in outputs] == ["modelbus.credit.predictions"]

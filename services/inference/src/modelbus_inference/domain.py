@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 BUCKETS = 10_000
 CHAMPION = "champion"
+SHADOW = "shadow"
 
 
 def bucket_of(key: bytes) -> int:
@@ -30,15 +31,24 @@ class RoutingTable:
 
     routes: tuple[Route, ...]
     _upper: tuple[int, ...] = field(default=(), repr=False, compare=False)
+    shadow: Route | None = None
+    """A version that also scores every champion-routed request, answering no caller."""
 
     @classmethod
     def of(cls, routes: Iterable[Route]) -> RoutingTable:
         """Build from routes; non-champion ranges come first.
 
         Canaries take the low buckets, so raising a canary's weight (5 -> 25 -> 50) only moves
-        entities from champion to canary, never back and forth.
+        entities from champion to canary, never back and forth. A route of variant ``shadow``
+        takes no bucket: it mirrors the champion's traffic.
+
+        >>> table = RoutingTable.of([Route("champion", 1, 100.0), Route("shadow", 2, 0.0)])
+        >>> table.route(b"any key"), table.shadow.version, sorted(table.versions)
+        (Route(variant='champion', version=1, weight_pct=100.0), 2, [1, 2])
         """
-        live = [r for r in routes if r.weight_pct > 0]
+        given = list(routes)
+        shadow = next((r for r in given if r.variant == SHADOW), None)
+        live = [r for r in given if r.weight_pct > 0 and r.variant != SHADOW]
         if not live:
             raise ValueError("a routing table needs at least one route with weight > 0")
         total = sum(r.weight_pct for r in live)
@@ -48,7 +58,7 @@ class RoutingTable:
             running += route.weight_pct
             upper.append(round(running / total * BUCKETS))
         upper[-1] = BUCKETS
-        return cls(tuple(ordered), tuple(upper))
+        return cls(tuple(ordered), tuple(upper), shadow)
 
     @classmethod
     def single(cls, version: int) -> RoutingTable:
@@ -57,8 +67,11 @@ class RoutingTable:
 
     @property
     def versions(self) -> set[int]:
-        """Versions this table sends traffic to."""
-        return {r.version for r in self.routes}
+        """Versions this table sends traffic to (a shadow's mirrored traffic included)."""
+        versions = {r.version for r in self.routes}
+        if self.shadow is not None:
+            versions.add(self.shadow.version)
+        return versions
 
     def route(self, key: bytes) -> Route:
         """The route a key takes."""

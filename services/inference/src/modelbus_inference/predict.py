@@ -10,11 +10,13 @@ import numpy as np
 
 from modelbus.bus import dead_letter
 from modelbus.bus.envelope import FINGERPRINT_HEADER, TYPE_HEADER, Envelope
-from modelbus.bus.topics import data_topic
+from modelbus.bus.topics import data_topic, shadow_topic
 from modelbus.events import Codec
 from modelbus.events import types as t
 from modelbus.events.meta import now_utc
+from modelbus_inference.domain import CHAMPION, SHADOW
 from modelbus_inference.encoding import ResultEncoder, uuid4_strings
+from modelbus_inference.loading import ServedModel
 from modelbus_inference.metrics import Metrics, observe_many
 from modelbus_inference.serving import Serving
 from modelbus_inference.validation import Rejected, RequestDecoder
@@ -70,40 +72,40 @@ def score_rows(
         by_version.setdefault(route.version, []).append(index)
     answers: list[Scored | None] = [None] * len(rows)
     for version, indices in by_version.items():
-        model = routes[indices[0]][1]
-        started = time.perf_counter()
-        try:
-            scores = np.asarray(model.predict_rows([rows[i] for i in indices]), dtype=np.float64)
-            if scores.shape[0] != len(indices):
-                raise ValueError(f"{scores.shape[0]} score rows for {len(indices)} requests")
-            error = None
-        except Exception as failure:
-            scores, error = (
-                None,
-                f"model version {version} raised {type(failure).__name__}: {failure}",
-            )
-        model_ms = (time.perf_counter() - started) * 1000
-        finite = np.asarray(np.isfinite(scores).all(axis=1)) if scores is not None else None
-        labels = scores.argmax(axis=1).tolist() if scores is not None else None
-        listed = scores.tolist() if scores is not None else None
-        for position, index in enumerate(indices):
-            variant = routes[index][0].variant
-            if listed is None or labels is None or finite is None:
-                answers[index] = Scored(version, variant, None, -1, model_ms, error)
-            elif not finite[position]:
-                answers[index] = Scored(
-                    version,
-                    variant,
-                    None,
-                    -1,
-                    model_ms,
-                    f"model version {version} returned non-finite scores {listed[position]}",
-                )
-            else:
-                answers[index] = Scored(
-                    version, variant, listed[position], labels[position], model_ms
-                )
+        variants = [routes[index][0].variant for index in indices]
+        scored = score_version(routes[indices[0]][1], version, variants, [rows[i] for i in indices])
+        for index, answer in zip(indices, scored, strict=True):
+            answers[index] = answer
     return [answer for answer in answers if answer is not None]
+
+
+def score_version(
+    model: ServedModel, version: int, variants: list[str], rows: list[dict[str, Any]]
+) -> list[Scored]:
+    """One forward pass of one version over ``rows``; a failure or non-finite score is an
+    error answer of its row, never an exception."""
+    started = time.perf_counter()
+    try:
+        scores = np.asarray(model.predict_rows(rows), dtype=np.float64)
+        if scores.shape[0] != len(rows):
+            raise ValueError(f"{scores.shape[0]} score rows for {len(rows)} requests")
+        error = None
+    except Exception as failure:
+        scores, error = None, f"model version {version} raised {type(failure).__name__}: {failure}"
+    model_ms = (time.perf_counter() - started) * 1000
+    if scores is None:
+        return [Scored(version, variant, None, -1, model_ms, error) for variant in variants]
+    finite = np.asarray(np.isfinite(scores).all(axis=1)).tolist()
+    labels = scores.argmax(axis=1).tolist()
+    listed = scores.tolist()
+    answers = []
+    for variant, row, label, ok in zip(variants, listed, labels, finite, strict=True):
+        if ok:
+            answers.append(Scored(version, variant, row, label, model_ms))
+        else:
+            reason = f"model version {version} returned non-finite scores {row}"
+            answers.append(Scored(version, variant, None, -1, model_ms, reason))
+    return answers
 
 
 class BatchPredictor:
@@ -124,6 +126,7 @@ class BatchPredictor:
         self.producer = producer
         self.metrics = metrics
         self.predictions_topic = data_topic(model, "predictions")
+        self.shadow_topic = shadow_topic(model)
         self.dlq_topic = data_topic(model, "dlq")
         result = codec.store.reader("modelbus.events.PredictionResult")
         letter = codec.store.reader("modelbus.events.DeadLetter")
@@ -185,6 +188,50 @@ class BatchPredictor:
             route = (answer.version, answer.variant)
             served[route] = served.get(route, 0) + 1
         self._record(answers, latencies, served)
+        if serving.table.shadow is not None:
+            out += self._mirror(good, answers, serving, picked_up)
+        return out
+
+    def _mirror(
+        self,
+        good: list[tuple[Incoming, dict[str, Any]]],
+        answers: list[Scored],
+        serving: Serving,
+        picked_up: float,
+    ) -> list[Outgoing]:
+        """The shadow version's answers to every champion-routed request, for the shadow topic
+        only (same request id, own result id, variant ``shadow``); its failures are dead-lettered
+        as ``ShadowModelError`` (the caller had the champion's answer)."""
+        shadow = serving.table.shadow
+        assert shadow is not None
+        mirrored = [pair for pair, a in zip(good, answers, strict=True) if a.variant == CHAMPION]
+        if not mirrored:
+            return []
+        rows = [request["features"] for _, request in mirrored]
+        scored = score_version(
+            serving.models[shadow.version], shadow.version, [SHADOW] * len(rows), rows
+        )
+        occurred_at, event_ids, out = now_utc(), uuid4_strings(len(rows)), []
+        for (message, request), answer, event_id in zip(mirrored, scored, event_ids, strict=True):
+            if answer.scores is None:
+                reason = answer.error or ""
+                out.append(self._dead(message, "ShadowModelError", reason, answer.version))
+                continue
+            sent_at, request_meta = request["sent_at_s"], request["meta"]
+            value = self.results.encode(
+                event_id=event_id, occurred_at=occurred_at,
+                correlation_id=request_meta["correlation_id"],
+                causation_id=request_meta["event_id"], request_id=request["request_id"],
+                version=answer.version, variant=SHADOW, scores=answer.scores,
+                label=answer.label,
+                timings=(
+                    (picked_up - sent_at) * 1000, answer.model_ms,
+                    (time.time() - sent_at) * 1000, len(rows),
+                ),
+            )  # fmt: skip
+            out.append(Outgoing(self.shadow_topic, message.key, value, self.result_headers))
+        results = sum(1 for o in out if o.topic == self.shadow_topic)
+        self.metrics.results.labels(self.model, str(shadow.version), SHADOW).inc(results)
         return out
 
     def _record(

@@ -14,7 +14,8 @@ log = structlog.get_logger(__name__)
 app = typer.Typer(
     help="modelbus monitor: follows modelbus.lifecycle to learn every model and version (a "
     "model registered later is picked up without a restart) and each version's training "
-    "profile.json, then reads modelbus.<model>.requests, .predictions, .feedback and .dlq. "
+    "profile.json, then reads modelbus.<model>.requests, .predictions, .feedback, .dlq "
+    "and .shadow (a shadow candidate's results, joined with labels apart). "
     "It joins request, result and label by request id, runs River ADWIN detectors on every "
     "feature, the positive score and the 0/1 error stream per version and variant, and "
     "publishes one DriftDetected per drift episode (with evidence, onset time and the "

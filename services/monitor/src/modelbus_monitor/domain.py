@@ -19,6 +19,8 @@ from modelbus_monitor.hygiene import Episodes
 from modelbus_monitor.joins import JoinBuffer, Labelled, ResultFacts, Served
 from modelbus_monitor.reference import Reference, out_of_range
 
+SHADOW = "shadow"
+
 StreamKey = tuple[int, str]
 
 
@@ -56,6 +58,9 @@ class ModelMonitor:
         self.model = model
         self.gates = gates
         self.joins = JoinBuffer(join_window_s)
+        self.shadow_joins = JoinBuffer(join_window_s)
+        """Shadow results share their request id with the champion's answer: joined apart,
+        with labels only (a shadow answer served nobody, so it feeds no input detector)."""
         self.health = HealthWindows(window_s, lateness_s)
         self.episodes = Episodes(cooldown_s=cooldown_s, rearm_after=rearm_after)
         self.references: dict[int, Reference] = {}
@@ -94,12 +99,18 @@ class ModelMonitor:
         self.health.result(
             result.version, result.variant, result.at_s, result.latency_ms, result.score
         )
+        if result.variant == SHADOW:
+            return self._handle(self.shadow_joins.result(request_id, result))
         return self._handle(self.joins.result(request_id, result))
 
     def label(self, request_id: str, label: int, observed_at_s: float) -> list[Alert]:
-        """A Feedback."""
+        """A Feedback (joined with the shadow result of the same request too, if one waits:
+        the shadow and champion results are written together, before any label)."""
         self._advance("label", observed_at_s)
-        return self._handle(self.joins.label(request_id, label, observed_at_s))
+        alerts = self._handle(self.joins.label(request_id, label, observed_at_s))
+        if self.shadow_joins.has_result(request_id):
+            alerts += self._handle(self.shadow_joins.label(request_id, label, observed_at_s))
+        return alerts
 
     def dead_letter(self, version: int | None, at_s: float) -> None:
         """A DeadLetter on the model's DLQ; only those naming a version count for health."""
@@ -110,6 +121,7 @@ class ModelMonitor:
         """Expire joins and close windows up to the watermark (or ``now_s`` when live)."""
         horizon = self.watermark_s if now_s is None else max(self.watermark_s, now_s)
         self.joins.expire(horizon)
+        self.shadow_joins.expire(horizon)
         return self.health.close(horizon)
 
     def _handle(self, joined: list[Served | Labelled]) -> list[Alert]:

@@ -83,6 +83,11 @@ class JoinBuffer:
             self._order.append((at_s, request_id))
         return entry
 
+    def has_result(self, request_id: str) -> bool:
+        """Whether a result of ``request_id`` waits here for its partners."""
+        entry = self._entries.get(request_id)
+        return entry is not None and entry.result is not None
+
     def request(
         self, request_id: str, features: Mapping[str, Any], where: Where
     ) -> list[Served | Labelled]:

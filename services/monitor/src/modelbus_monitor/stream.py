@@ -25,7 +25,7 @@ from modelbus_monitor.merge import TimeOrderedMerge
 from modelbus_monitor.monitors import Monitors
 
 log = structlog.get_logger(__name__)
-KINDS = ("requests", "predictions", "feedback", "dlq")
+KINDS = ("requests", "predictions", "feedback", "dlq", "shadow")
 Partition = tuple[str, int]
 MAX_BACKLOG = 20_000
 
@@ -185,7 +185,7 @@ class MonitorLoop:
         already = envelope.offset < self.resume.get((envelope.topic, envelope.partition), 0)
         # Requests are dead-lettered by inference, which owns them; a dead letter is never
         # dead-lettered again; one already written before a restart is not written twice.
-        if kind in ("predictions", "feedback") and not already:
+        if kind in ("predictions", "feedback", "shadow") and not already:
             self.publisher.publish(
                 dead_letter(envelope, type(error).__name__, str(error), producer=self.producer)
             )
