@@ -24,8 +24,9 @@ import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from modelbus.bus import LIFECYCLE_TOPIC
+from modelbus.bus import LIFECYCLE_TOPIC, data_topic
 from modelbus.bus.reading import read_events, read_topic
+from modelbus.bus.topics import shadow_topic
 from modelbus.cli.traffic import LiveTraffic
 from modelbus.events import types as t
 from tests.support.broker import create_model_topics, publish_lifecycle, request_codec
@@ -271,6 +272,71 @@ def test_a_killed_deployer_is_replaced_by_its_standby_and_a_restart_resumes_the_
     ]
     assert shares == [5.0, 25.0, 50.0, 100.0]
     assert [e.version for e in events if isinstance(e, t.ModelPromoted)] == [1, 2]
+
+
+@pytest.fixture
+def shadow_world(kafka_settings, unique: str) -> Iterator[tuple[str, LiveTraffic, Lifecycle]]:  # type: ignore[no-untyped-def]
+    model = f"shadow{unique}"
+    bootstrap = kafka_settings.bootstrap_servers
+    create_model_topics(kafka_settings, model)
+    processes = [
+        start_worker(bootstrap, model, MODELBUS_INFERENCE_SERVE_LATEST_WITHOUT_ROUTES="false"),
+        start_monitor(bootstrap, model),
+        start_deployer(bootstrap, model, f"test-deployer-{unique}", MODELBUS_DEPLOYER_SHADOW="1"),
+    ]
+    traffic = LiveTraffic(kafka_settings, request_codec(), model=model, rate_per_s=400, seed=7,
+                          contract=CONTRACT)  # fmt: skip
+    try:
+        yield model, traffic, Lifecycle(bootstrap, model, processes)
+    finally:
+        traffic.stop(drain_s=10)
+        stop_workers(processes)
+
+
+@pytest.mark.timeout(300)
+def test_a_bad_candidate_is_rolled_back_in_the_shadow_step_having_answered_no_caller(
+    kafka_settings, shadow_world, packages
+) -> None:  # type: ignore[no-untyped-def]
+    model, traffic, lifecycle = shadow_world
+    codec = request_codec()
+    publish_lifecycle(kafka_settings, codec, registered(model, 1, *packages[1]))
+    lifecycle.wait_for(t.ModelPromoted, 1, timeout_s=60)
+    traffic.enter("v1")
+    traffic.start()
+    eventually(lambda: traffic.tally.count("v1") >= 400 or _not_yet("v1 answers"), timeout_s=120)
+
+    traffic.enter("v3 shadow")
+    publish_lifecycle(kafka_settings, codec, registered(model, 3, *packages[3]))
+    rolled = lifecycle.wait_for(t.ModelRolledBack, 3, timeout_s=180)
+    assert rolled.restored_version == 1
+    events = lifecycle.events()
+    (started,) = [e for e in events if isinstance(e, t.RolloutStarted)]
+    assert started.policy is not None
+    assert started.policy.shadow is True
+    shifts = [e for e in events if isinstance(e, t.TrafficShifted)]
+    routes = [[(r.variant, r.version, r.weight_pct) for r in e.routes] for e in shifts]
+    assert routes[-2:] == [[("champion", 1, 100.0), ("shadow", 3, 0.0)], [("champion", 1, 100.0)]]
+    judged = [e for e in events if isinstance(e, t.CanaryEvaluated) and e.candidate_version == 3]
+    assert {(e.step_index, e.step_pct) for e in judged} == {(-1, 0.0)}
+    (failed,) = [e for e in judged if e.verdict == "fail"]
+    assert "accuracy" in {g.name for g in failed.guardrails if g.verdict == "fail"}
+    assert min(g.candidate_samples for g in failed.guardrails if g.name == "accuracy") >= 100
+
+    traffic.enter("after rollback")
+    eventually(
+        lambda: traffic.tally.count("after rollback") >= 400 or _not_yet("answers"), timeout_s=60
+    )
+    bootstrap = kafka_settings.bootstrap_servers
+    answered = [r for r in read_events(bootstrap, data_topic(model, "predictions"), codec)
+                if isinstance(r, t.PredictionResult)]  # fmt: skip
+    mirrored = [r for r in read_events(bootstrap, shadow_topic(model), codec)
+                if isinstance(r, t.PredictionResult)]  # fmt: skip
+    assert len(answered) >= 800
+    assert {(r.version, r.variant) for r in answered} == {(1, "champion")}
+    assert {(r.version, r.variant) for r in mirrored} == {(3, "shadow")}
+    assert len(mirrored) >= 100
+    assert {r.request_id for r in mirrored} <= {r.request_id for r in answered}
+    assert traffic.tally.count("v3 shadow", 3) == traffic.tally.count("after rollback", 3) == 0
 
 
 def _members_holding(admin: Any, group: str, *, members: int) -> bool:
