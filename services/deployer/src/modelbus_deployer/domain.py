@@ -5,6 +5,14 @@ log); ``Deployer.decide`` answers a trigger with the decisions to publish, and a
 once so the next trigger sees them. Decision ids are uuid5 of their cause, so a deployer that
 restarts mid-rollout and decides again writes the very ids the log may already hold — and
 ``apply`` of an id already folded changes nothing. Timers run on event time passed in (``now``).
+
+With ``policy.shadow`` a rollout opens with a shadow step: the champion keeps 100% and the
+candidate is routed as variant ``shadow`` at weight 0 (inference scores a mirror of every
+champion-routed request with it, results to the shadow topic only). That step is judged like
+any other, on the ``shadow`` windows against the champion's over the same windows, and its
+``CanaryEvaluated`` says ``step_index`` -1 and ``step_pct`` 0; a pass moves to the first
+weighted step, a failure rolls back before any caller was answered by the candidate. Shadow
+windows are evidence in that step only, canary windows in the weighted steps only.
 """
 
 from __future__ import annotations
