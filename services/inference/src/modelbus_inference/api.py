@@ -68,13 +68,22 @@ def create_app(
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
-    def healthz() -> dict[str, Any]:
-        """Whether a model is served, and which versions."""
+    def healthz(response: Response) -> dict[str, Any]:
+        """Whether a model is served, which versions, and whether the stream makes progress.
+
+        503 with a reason when, while streaming, no transaction committed and the loop was
+        not idle for longer than the stall setting (an outage, or clients being rebuilt).
+        """
         serving = models.serving
+        healthy, progress = metrics.progress.report()
+        if not healthy:
+            response.status_code = 503
         return {
             "model": model,
             "serving": serving is not None,
             "routes": [] if serving is None else [asdict(r) for r in serving.table.routes],
+            "progressing": healthy,
+            **progress,
         }
 
     @app.post("/v1/models/{name}/predict", response_model=PredictResponse)

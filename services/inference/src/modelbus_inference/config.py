@@ -65,6 +65,29 @@ class Settings(BaseSettings):
     session_timeout_ms: int = Field(
         default=10_000, ge=6000, description="Consumer group session timeout."
     )
+    kafka_deadline_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Deadline of every blocking Kafka call and of one batch's transaction; "
+        "past it the worker rebuilds its producer and consumer instead of waiting on.",
+    )
+    rebuild_backoff_max_s: float = Field(
+        default=2.0, gt=0, le=60, description="Longest pause between reconnection attempts."
+    )
+    stall_after_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="/healthz answers 503 when no transaction committed for this long while "
+        "the stream was not idle (input waiting, or clients being rebuilt).",
+    )
+    shutdown_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="SIGTERM ends the worker within this long, even mid-outage; an open "
+        "transaction it could not finish is aborted by the broker or the next worker.",
+    )
     http_host: str = Field(default="127.0.0.1", description="Interface for HTTP and /metrics.")
     http_port: int = Field(
         default=8480,

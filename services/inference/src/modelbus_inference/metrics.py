@@ -2,12 +2,70 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS_MS = (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+
+
+class Progress:
+    """Whether the stream moves: the last commit, the last time it had nothing to do, its state.
+
+    Healthy while streaming when a transaction committed, or the loop found no input with no
+    transaction open, within ``stall_after_s``; before streaming starts it is not judged.
+    """
+
+    def __init__(self, stall_after_s: float = 30.0, clock: Callable[[], float] = time.monotonic):
+        self.stall_after_s = stall_after_s
+        self.clock = clock
+        self.state = "starting"
+        self.reason = ""
+        self.committed_at: float | None = None
+        self.idle_at = clock()
+
+    def streaming(self) -> None:
+        """The stream loop started (or came back after a rebuild)."""
+        if self.state != "streaming":
+            self.idle_at = self.clock()
+        self.state, self.reason = "streaming", ""
+
+    def committed(self) -> None:
+        """A batch's transaction committed."""
+        self.committed_at = self.clock()
+
+    def idle(self) -> None:
+        """The loop found no input and had no transaction open."""
+        self.idle_at = self.clock()
+
+    def rebuilding(self, reason: str) -> None:
+        """The Kafka clients are being rebuilt after ``reason``."""
+        self.state, self.reason = "rebuilding", reason
+
+    def commit_age_s(self) -> float | None:
+        """Seconds since the last commit; None before the first."""
+        return None if self.committed_at is None else self.clock() - self.committed_at
+
+    def report(self) -> tuple[bool, dict[str, Any]]:
+        """(healthy, details) as /healthz shows them."""
+        now = self.clock()
+        age = self.commit_age_s()
+        details: dict[str, Any] = {
+            "state": self.state,
+            "last_commit_age_s": None if age is None else round(age, 3),
+        }
+        if self.state == "starting":
+            return True, details
+        moved = max(self.idle_at, self.committed_at or self.idle_at)
+        stalled_s = now - moved
+        if stalled_s > self.stall_after_s:
+            why = f"no commit and no idle poll for {stalled_s:.1f} s"
+            details["reason"] = f"{why} ({self.reason})" if self.reason else why
+            return False, details
+        return True, details
 
 
 class Metrics:
@@ -15,7 +73,20 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self.progress = Progress()
         r = self.registry
+        self.last_commit_age = Gauge(
+            "modelbus_inference_last_commit_age_seconds",
+            "Seconds since this worker's last committed transaction (-1 before the first).",
+            registry=r,
+        )
+        self.last_commit_age.set_function(self._commit_age)
+        self.client_rebuilds = Counter(
+            "modelbus_inference_client_rebuilds",
+            "Producer and consumer rebuilt after a fatal, stuck or unrecoverable Kafka error.",
+            ["model"],
+            registry=r,
+        )
         self.requests = Counter(
             "modelbus_inference_requests", "Requests consumed.", ["model"], registry=r
         )
@@ -64,6 +135,10 @@ class Metrics:
             buckets=_LATENCY_BUCKETS_MS,
             registry=r,
         )
+
+    def _commit_age(self) -> float:
+        age = self.progress.commit_age_s()
+        return -1.0 if age is None else age
 
 
 def observe_many(histogram: Histogram, values: Sequence[float]) -> None:

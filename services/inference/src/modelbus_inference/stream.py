@@ -11,7 +11,7 @@ from modelbus.bus.topics import data_topic
 from modelbus_inference.config import Settings
 from modelbus_inference.predict import BatchPredictor, Incoming
 from modelbus_inference.serving import ModelManager
-from modelbus_inference.transaction import TransactionalWriter
+from modelbus_inference.transaction import Fenced, Stuck, TransactionalWriter
 
 log = structlog.get_logger(__name__)
 
@@ -50,48 +50,69 @@ def producer_config(settings: Settings) -> dict[str, object]:
 
 
 class StreamLoop:
-    """consume -> BatchPredictor -> TransactionalWriter (outputs + offsets, one transaction)."""
+    """consume -> BatchPredictor -> TransactionalWriter (outputs + offsets, one transaction).
+
+    A fatal, stuck or unrecoverable Kafka error never ends the loop: the producer and consumer
+    are dropped and built again. The new producer's ``init_transactions`` fences the old one
+    and aborts its open transaction; the new consumer resumes from the committed offsets, so
+    uncommitted input is read again and each request still gets exactly one committed result.
+    """
 
     def __init__(self, settings: Settings, predictor: BatchPredictor, models: ModelManager) -> None:
         self.settings = settings
         self.predictor = predictor
         self.models = models
         self.topic = data_topic(settings.model, "requests")
-        self.consumer = Consumer(consumer_config(settings))
-        self.producer = Producer(producer_config(settings))
-        self.writer = TransactionalWriter(
-            self.producer,
-            worker_name=settings.worker_name,
-            on_abort=predictor.metrics.transactions_aborted.labels(settings.model).inc,
-        )
+        self.metrics = predictor.metrics
+        self.progress = predictor.metrics.progress
+        self.progress.stall_after_s = settings.stall_after_s
+        self.consumer: Consumer | None = None
+        self.producer: Producer | None = None
+        self.writer = self._new_writer(None)
+        self._broken: BaseException | None = None
         self.batches = 0
         self.processed = 0
+        self.rebuilds = 0
 
-    def start(self) -> None:
-        """Fence any previous instance of this slot (aborting its open transaction), subscribe."""
-        self.producer.init_transactions(30)
-        self.consumer.subscribe([self.topic], on_revoke=self._on_revoke)
+    def start(self, stop: threading.Event | None = None) -> None:
+        """Fence any previous instance of this slot (aborting its open transaction), subscribe.
+
+        Retries with backoff until the broker answers or ``stop`` is set.
+        """
+        self._connect(stop or threading.Event())
 
     def run(self, stop: threading.Event) -> None:
-        """Loop until ``stop`` is set."""
+        """Loop until ``stop`` is set, rebuilding the Kafka clients whenever they fail."""
         try:
             while not stop.is_set():
-                self.run_once()
+                if self.consumer is None and not self._connect(stop):
+                    break
+                try:
+                    self.run_once()
+                except (KafkaException, Fenced, Stuck) as error:
+                    self._rebuild(error)
         finally:
             self.close()
 
     def run_once(self) -> int:
         """Score one micro-batch and hand it to its transaction; returns its request count."""
-        messages = self.consumer.consume(
+        consumer = self.consumer
+        assert consumer is not None, "start() first"
+        messages = consumer.consume(
             self.settings.max_batch_size, self.settings.max_wait_ms / 1000 or 0.001
         )
+        if self._broken is not None:
+            broken, self._broken = self._broken, None
+            raise broken
         batch: list[Incoming] = []
+        troubled = False
         for message in messages:
             error = message.error()
             if error is not None:
                 if error.fatal():
                     raise KafkaException(error)
                 if error.code() != KafkaError._PARTITION_EOF:
+                    troubled = True
                     log.warning("consumer error", error=error.str())
                 continue
             batch.append(
@@ -104,7 +125,10 @@ class StreamLoop:
                 )
             )
         if not batch:
-            self._rewind(self.writer.settle() or {})
+            was_open = self.writer.pending
+            self._rewind(self._settle() or {})
+            if not troubled and not was_open:
+                self.progress.idle()
             return 0
         serving = self.models.serving
         assert serving is not None, "the stream starts only once a model is served"
@@ -115,7 +139,7 @@ class StreamLoop:
             where = (request.topic, request.partition)
             next_offsets[where] = request.offset + 1
             first_offsets.setdefault(where, request.offset)
-        aborted = self.writer.settle()
+        aborted = self._settle()
         if aborted is not None:
             # The previous batch's transaction aborted: replay it and this one, in order.
             for where, offset in first_offsets.items():
@@ -126,18 +150,71 @@ class StreamLoop:
             outputs,
             [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()],
             first_offsets,
-            self.consumer.consumer_group_metadata(),
+            consumer.consumer_group_metadata(),
         )
         self.batches += 1
         self.processed += len(batch)
         return len(batch)
 
+    def _settle(self) -> dict[tuple[str, int], int] | None:
+        was_open = self.writer.pending
+        aborted = self.writer.settle()
+        if was_open and aborted is None:
+            self.progress.committed()
+        return aborted
+
+    def _new_writer(self, producer: Producer | None) -> TransactionalWriter:
+        return TransactionalWriter(
+            producer,  # type: ignore[arg-type]  # None only until the first _connect
+            worker_name=self.settings.worker_name,
+            on_abort=self.metrics.transactions_aborted.labels(self.settings.model).inc,
+            deadline_s=self.settings.kafka_deadline_s,
+        )
+
+    def _connect(self, stop: threading.Event) -> bool:
+        """Build a producer (init_transactions) and a consumer; False if stopped first."""
+        backoff = 0.1
+        while not stop.is_set():
+            producer = Producer(producer_config(self.settings))
+            try:
+                producer.init_transactions(self.settings.kafka_deadline_s)
+            except KafkaException as error:
+                log.warning("cannot start transactions yet; retrying", error=str(error))
+                _close_in_background(None, producer)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, self.settings.rebuild_backoff_max_s)
+                continue
+            self.producer = producer
+            self.writer = self._new_writer(producer)
+            self.consumer = Consumer(consumer_config(self.settings))
+            self.consumer.subscribe([self.topic], on_revoke=self._on_revoke)
+            self.progress.streaming()
+            return True
+        return False
+
+    def _rebuild(self, error: BaseException) -> None:
+        """Drop both clients (closed in the background: a dead broker must not block us)."""
+        log.warning("rebuilding the Kafka clients", error=str(error), kind=type(error).__name__)
+        self.rebuilds += 1
+        self.metrics.client_rebuilds.labels(self.settings.model).inc()
+        self.progress.rebuilding(f"{type(error).__name__}: {error}")
+        self.writer.abandon()
+        _close_in_background(self.consumer, self.producer)
+        self.consumer = None
+        self.producer = None
+
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # The open transaction must end before the partitions move; an aborted one needs no
         # rewind: the next owner starts from the committed offsets.
-        self.writer.settle()
+        if consumer is not self.consumer:
+            return  # a dropped consumer closing in the background
+        try:
+            self._settle()
+        except (KafkaException, Fenced, Stuck) as error:
+            self._broken = error  # raised on the stream thread after consume() returns
 
     def _rewind(self, first_offsets: dict[tuple[str, int], int]) -> None:
+        assert self.consumer is not None
         for (topic, partition), offset in first_offsets.items():
             try:
                 self.consumer.seek(TopicPartition(topic, partition, offset))
@@ -146,9 +223,32 @@ class StreamLoop:
                 log.info("cannot rewind a partition", partition=partition, error=str(error))
 
     def close(self) -> None:
-        """Finish the open transaction, leave the group, let the producer go."""
+        """Finish the open transaction if it can, leave the group, let the clients go."""
         try:
-            self.writer.close()
+            if self.consumer is not None:
+                self._settle()
+        except (KafkaException, Fenced, Stuck) as error:
+            log.warning("open transaction left to the broker to abort", error=str(error))
         finally:
-            self.consumer.close()
-            self.producer.flush(10)
+            consumer, producer = self.consumer, self.producer
+            self.consumer = self.producer = None
+            closing = _close_in_background(consumer, producer)
+            closing.join(self.settings.kafka_deadline_s)
+
+
+def _close_quietly(consumer: Consumer | None, producer: Producer | None) -> None:
+    try:
+        if consumer is not None:
+            consumer.close()
+    except (KafkaException, RuntimeError) as error:
+        log.info("consumer closed with an error", error=str(error))
+    if producer is not None:
+        producer.flush(5)
+
+
+def _close_in_background(consumer: Consumer | None, producer: Producer | None) -> threading.Thread:
+    thread = threading.Thread(
+        target=_close_quietly, args=(consumer, producer), name="kafka-close", daemon=True
+    )
+    thread.start()
+    return thread

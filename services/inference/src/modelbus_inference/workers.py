@@ -19,14 +19,39 @@ RESTART_DELAY_S = 1.0
 
 
 def run_worker(settings: Settings) -> None:
-    """Run one worker until SIGTERM/SIGINT."""
+    """Run one worker until SIGTERM/SIGINT; it exits within ``shutdown_timeout_s`` of one.
+
+    The worker runs on its own thread so that a Kafka call stuck in an outage cannot hold the
+    process: after the signal it gets ``shutdown_timeout_s`` to finish its transaction and
+    leave, then the process ends regardless (the broker aborts what was left open).
+    """
     from modelbus_inference.bootstrap import bootstrap
 
     configure_logging(f"inference-{settings.worker_index}")
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    bootstrap(settings).run(stop)
+    failed: list[BaseException] = []
+    done = threading.Event()
+
+    def body() -> None:
+        try:
+            bootstrap(settings).run(stop)
+        except BaseException as error:
+            log.exception("worker failed", error=str(error))
+            failed.append(error)
+        finally:
+            done.set()
+
+    threading.Thread(target=body, name="worker", daemon=True).start()
+    while not done.wait(0.2) and not stop.is_set():
+        pass
+    if not done.wait(settings.shutdown_timeout_s):
+        log.warning("worker did not stop in time; exiting", after_s=settings.shutdown_timeout_s)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Threads stuck in librdkafka (or a dead broker's close) must not hold the exit.
+    os._exit(1 if failed else 0)
 
 
 def supervise(settings: Settings, workers: int) -> None:
