@@ -39,6 +39,7 @@ def audit(events: list[Any], *, links: list[Link] | None = None) -> AuditReport:
     report.problems += broken_links(links or [])
     seen: dict[str, Any] = {}
     chains: dict[str, list[Any]] = defaultdict(list)
+    delivered = []  # each event once: a redelivery repeats no decision
     for event in events:
         meta = event.meta
         if meta.event_id in seen:
@@ -54,6 +55,7 @@ def audit(events: list[Any], *, links: list[Link] | None = None) -> AuditReport:
                 "which is not earlier in the log"
             )
         seen[meta.event_id] = event
+        delivered.append(event)
         chains[meta.correlation_id].append(event)
         if isinstance(event, t.ModelRegistered):
             report.versions.setdefault(event.model, []).append(event.version)
@@ -64,7 +66,7 @@ def audit(events: list[Any], *, links: list[Link] | None = None) -> AuditReport:
         if duplicates:
             report.problems.append(f"{model}: version(s) {duplicates} registered more than once")
     report.chains = dict(chains)
-    report.problems += _decision_problems(events)
+    report.problems += _decision_problems(delivered)
     report.causes = {
         event.meta.event_id: root_cause(event, seen)
         for event in seen.values()
