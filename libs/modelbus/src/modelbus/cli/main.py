@@ -367,6 +367,10 @@ def predict(
         str, typer.Argument(help='Features as JSON, e.g. \'{"salary": 61250.0, "age": 42, ...}\'.')
     ],
     timeout_s: Annotated[float, typer.Option(help="How long to wait for the result.")] = 30.0,
+    contract: Annotated[
+        str | None,
+        typer.Option(help="Data contract the model's requests follow (default: its name)."),
+    ] = None,
 ) -> None:
     """Send one PredictionRequest through the bus and print its PredictionResult."""
     from modelbus.bus import data_topic
@@ -390,9 +394,13 @@ def predict(
     follower = TopicFollower(settings.bootstrap_servers, data_topic(model, "predictions"), codec)
     publisher = Publisher(settings, codec, client_id="modelbus-cli")
     try:
-        publisher.publish(request, schema_name=f"modelbus.models.{model}.PredictionRequest")
+        publisher.publish(
+            request, schema_name=f"modelbus.models.{contract or model}.PredictionRequest"
+        )
     except EncodeError as error:
-        raise typer.BadParameter(f"features break the {model} data contract: {error}") from error
+        raise typer.BadParameter(
+            f"features break the {contract or model} data contract: {error}"
+        ) from error
     publisher.flush()
     try:
         result = follower.wait_for(
