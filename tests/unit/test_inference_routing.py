@@ -61,3 +61,22 @@ def test_history_serves_the_latest_registration_until_traffic_is_shifted() -> No
     assert history.desired_routes(serve_latest_without_routes=False) is None
     history.shift(table(10.0))
     assert history.desired_routes(serve_latest_without_routes=True) == table(10.0)
+
+
+@pytest.mark.parametrize(
+    ("key", "bucket"),
+    [
+        (b"", 9876),
+        (b"customer-1", 3485),
+        (b"customer-42", 1354),
+        (b"req-0001", 5258),
+        ("clé-ü".encode(), 7919),
+        (b"\x00\xff", 2500),
+    ],
+)
+def test_a_key_lands_in_the_same_pinned_bucket_in_every_process_and_version(
+    key: bytes, bucket: int
+) -> None:
+    # Pinned values (blake2b-64 mod 10,000): a change of hash moves keys between variants
+    # mid-canary, so it must fail here rather than pass within one process.
+    assert bucket_of(key) == bucket
