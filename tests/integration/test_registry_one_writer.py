@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import signal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -102,3 +103,82 @@ def test_two_registries_on_one_log_answer_each_model_trained_once_with_new_versi
         (3, trained[2].run_id),
     ]
     assert not [e for e in bus.lifecycle(model) if isinstance(e, t.RegistrationFailed)]
+
+
+def test_a_registry_with_an_empty_database_adopts_the_log_and_resync_fills_mlflow(
+    kafka_settings: KafkaSettings, tmp_path: Path, unique: str
+) -> None:
+    """Versions announced on the real log are adopted by a registry whose database is empty
+    (same numbers, parents and event ids; the next one numbered above them), and
+    ``resync_mirror`` copies every version and the champion alias MLflow missed, once."""
+    from mlflow import MlflowClient
+
+    from modelbus.events import new_meta
+    from modelbus_registry.bootstrap import bootstrap
+    from modelbus_registry.config import Settings
+    from modelbus_registry.handlers import (
+        adopt_log,
+        follow_aliases,
+        register_trained_model,
+        resync_mirror,
+    )
+    from modelbus_registry.lifecycle_log import LoggedVersions
+    from modelbus_registry.mirror import VERSION_TAG, MlflowMirror, NoMirror
+    from tests.support.broker import publish_lifecycle, request_codec
+
+    model, codec = f"adopt{unique}", request_codec()
+
+    def registry(name: str) -> Any:
+        return bootstrap(
+            Settings(
+                db_url=f"sqlite:///{tmp_path / name}.db",
+                packages_dir=tmp_path / name / "packages",
+                artifact_roots=[str(tmp_path / "trained")],
+                api_token=TOKEN,
+            ),
+            mirror=NoMirror(),
+            announced=LoggedVersions(kafka_settings.bootstrap_servers, codec),
+        )
+
+    def register(into: Any, seed: int) -> t.ModelRegistered:
+        directory = tmp_path / "trained" / str(seed)
+        trained = model_trained(model, str(directory), make_package(directory, model, seed=seed))
+        publish_lifecycle(kafka_settings, codec, trained)
+        [answer] = register_trained_model(
+            trained, into.store, into.vault, into.mirror, into.producer, into.announced
+        )
+        publish_lifecycle(kafka_settings, codec, answer)
+        return answer
+
+    first = registry("first")
+    answers = [register(first, 1), register(first, 2)]
+    promoted = t.ModelPromoted(meta=new_meta("deployer@test"), model=model, version=2,
+                               reason="won")  # fmt: skip
+    publish_lifecycle(kafka_settings, codec, promoted)
+
+    second = registry("second")
+    assert second.store.versions(model) == []
+    adopt_log(second.store, second.vault, second.mirror, second.announced)
+    assert [
+        (row.version, row.parent_version, row.registered_event_id, row.trained_event_id)
+        for row in second.store.versions(model)
+    ] == [
+        (answer.version, answer.parent_version, answer.meta.event_id, answer.meta.causation_id)
+        for answer in answers
+    ]
+    follow_aliases(promoted, second.store, second.mirror)
+    third = register(second, 3)
+    assert (third.version, third.parent_version) == (3, 2)
+    assert all(row.mlflow_version is None for row in second.store.versions(model))
+
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for _ in range(2):  # a second resync finds nothing missing
+        resync_mirror(second.store, MlflowMirror(tracking))
+    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+    mirrored = {
+        int(found.tags[VERSION_TAG]): int(found.version)
+        for found in client.search_model_versions(f"name='{model}'")
+    }
+    assert mirrored == {row.version: row.mlflow_version for row in second.store.versions(model)}
+    assert sorted(mirrored) == [1, 2, 3]
+    assert int(client.get_registered_model(model).aliases["champion"]) == mirrored[2]
