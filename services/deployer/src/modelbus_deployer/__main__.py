@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
+from typing import Annotated
+
 import structlog
 import typer
 from rich import print_json
@@ -39,6 +43,30 @@ def run() -> None:
     log.info("deployer started", group=settings.group_id, steps=settings.steps_pct)
     loop.run(stop)
     log.info("deployer stopped", decisions=loop.decisions)
+
+
+@app.command()
+def verify(
+    model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Re-derive every decision on the lifecycle log with this deployer's pure fold, fed the
+    logged ModelHealth windows and each rollout's recorded policy; exit 1 naming each logged
+    decision the fold would not have made, made differently, or made but is not on the log."""
+    from modelbus_deployer.verify import read_and_verify
+
+    result = read_and_verify(Settings().kafka, model=model)
+    if as_json:
+        print(json.dumps({"ok": result.ok, "decisions": result.decisions,
+                          "matched": result.matched,
+                          "findings": [asdict(f) for f in result.findings]}, indent=2))  # fmt: skip
+    else:
+        for finding in result.findings:
+            typer.echo(str(finding))
+        typer.echo(f"{result.matched}/{result.decisions} logged decisions re-derived exactly; "
+                   f"{len(result.findings)} finding(s)")  # fmt: skip
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 @app.command()
