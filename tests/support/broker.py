@@ -5,12 +5,19 @@ No mocks: requests and lifecycle events go through the real broker.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from modelbus.bus import LIFECYCLE_TOPIC, Publisher, ensure_topics, topic_specs
 from modelbus.bus.reading import end_offsets, read_events, read_only_consumer
@@ -55,14 +62,22 @@ def encode_request(
 class RequestProducer:
     """Produces encoded requests keyed by request id (schemas published first)."""
 
-    def __init__(self, settings: KafkaSettings, codec: Codec) -> None:
+    def __init__(self, settings: KafkaSettings, codec: Codec, *, idempotent: bool = False) -> None:
         self.codec = codec
         self.publisher = Publisher(settings, codec, client_id=f"test-requests-{uuid.uuid4()}")
         for name in (TYPED_REQUEST, "modelbus.events.PredictionRequest"):
             known = codec.store.reader(name)
             assert known is not None
             self.publisher.ensure_schema_published(known)
-        self.producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 5})
+        # Idempotent where a test restarts the broker: a retried send must not become two
+        # requests (which would rightly get two results).
+        self.producer = Producer(
+            {
+                "bootstrap.servers": settings.bootstrap_servers,
+                "linger.ms": 5,
+                "enable.idempotence": idempotent,
+            }
+        )
 
     def send_raw(self, model: str, key: str, value: bytes) -> None:
         """Produce bytes as they are."""
@@ -187,3 +202,64 @@ class Bus:
             return found
 
         return eventually(check, timeout_s)
+
+
+KAFKA_SCRIPT = str(Path(__file__).resolve().parents[2] / "infra" / "kafka" / "kafka.sh")
+
+
+def free_port_block(size: int) -> int:
+    """The first port of ``size`` consecutive free ports (never the shared brokers' ports)."""
+    for base in range(21_000, 29_000, 50):
+        try:
+            for port in range(base, base + size):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no block of free ports between 21000 and 29000")
+
+
+@dataclass
+class DedicatedKafka:
+    """A broker (or cluster) of a test's own, started by infra/kafka/kafka.sh on free ports."""
+
+    env: dict[str, str]
+    bootstrap: str
+
+    def broker(self, action: str, node: int = 1) -> None:
+        """``stop-broker`` (SIGTERM), ``kill-broker`` (SIGKILL) or ``start-broker`` node."""
+        subprocess.run([KAFKA_SCRIPT, action, str(node)], env=self.env, check=True)
+
+    def transaction_coordinator(self, transactional_id: str) -> int:
+        """The node id coordinating ``transactional_id``'s transactions."""
+        # The leader of the __transaction_state partition the broker hashes the id to
+        # (Java's String.hashCode, Kafka's Utils.abs, 50 partitions by default).
+        code = 0
+        for char in transactional_id:
+            code = (31 * code + ord(char)) & 0xFFFFFFFF
+        code = code - (1 << 32) if code >= 1 << 31 else code
+        partitions = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(
+            "__transaction_state", timeout=15
+        )
+        state = partitions.topics["__transaction_state"].partitions
+        return int(state[(0 if code == -(1 << 31) else abs(code)) % len(state)].leader)
+
+
+@contextlib.contextmanager
+def dedicated_kafka(run_dir: Path, brokers: int = 1) -> Iterator[DedicatedKafka]:
+    """Start a broker (or a cluster of ``brokers``) of one's own; stop it at the end."""
+    env = {
+        **os.environ,
+        "KAFKA_PORT": str(free_port_block(2 * brokers)),
+        "KAFKA_BROKERS": str(brokers),
+        "MODELBUS_RUN_DIR": str(run_dir),
+    }
+    subprocess.run([KAFKA_SCRIPT, "up"], env=env, check=True)
+    try:
+        bootstrap = subprocess.run(
+            [KAFKA_SCRIPT, "bootstrap"], env=env, check=True, capture_output=True, text=True
+        ).stdout.strip()
+        yield DedicatedKafka(env, bootstrap)
+    finally:
+        subprocess.run([KAFKA_SCRIPT, "down"], env=env, check=False)
