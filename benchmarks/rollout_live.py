@@ -35,6 +35,7 @@ from tests.support.monitor import start_monitor
 from tests.support.packages import CONTRACT, build_credit_package
 from tests.support.processes import REPO, start_worker, stop_workers
 
+LATENESS_S = 2.0  # the monitor's, as started here
 SETTLE_S = 10.0  # after the rollback: results still in flight land before the log is read
 
 
@@ -133,6 +134,7 @@ def run_live(settings: KafkaSettings, rate: float) -> dict[str, Any]:
         result["bad"] = _bad_figures(bootstrap, model, bad, rolled, policy, champion=2)
         log(f"v3: {result['bad']}")
         result["run_s"] = round(time.monotonic() - started, 1)
+        result["missed"] = missed(result, policy)
     finally:
         traffic.stop(drain_s=10)
         stop_workers(processes)
@@ -144,7 +146,7 @@ def _bad_figures(bootstrap: str, model: str, bad: t.ModelRegistered, rolled: Any
     codec = request_codec()
     served = [
         r
-        for r in read_events(bootstrap, data_topic(model, "predictions"), codec)
+        for r in read_events(bootstrap, data_topic(model, "predictions"), codec, timeout_s=600)
         if isinstance(r, t.PredictionResult) and r.version == bad.version
     ]
     if rolled is None:
@@ -220,6 +222,43 @@ def _bad_figures(bootstrap: str, model: str, bad: t.ModelRegistered, rolled: Any
             else None,
         }
     return figures
+
+
+def missed(live: dict[str, Any], policy: t.RolloutPolicy) -> list[str]:
+    """Each live target missed, by how much and why (from the run's own figures)."""
+    notes = []
+    promoted_s = live.get("good", {}).get("registered_to_promoted_s")
+    if promoted_s is None or promoted_s >= 120:
+        notes.append(f"good candidate promoted after {promoted_s} s (target < 120 s)")
+    bad = live.get("bad", {})
+    last_s = bad.get("first_breaching_window_end_to_last_canary_result_s")
+    if last_s is not None and last_s > 5:
+        first = bad["first_breaching_window"]
+        labelled = next((w["labelled"] for w in bad["canary_windows"]
+                         if w["start"] == first["start"]), None)  # fmt: skip
+        why = (
+            f"under the policy's min_labelled {policy.min_labelled}, so the judge waited (it "
+            "never decides on fewer)"
+            if labelled is None or labelled < policy.min_labelled
+            else "not yet a conclusive bound, so the judge waited"
+        )
+        notes.append(
+            f"last canary result {last_s} s after the first breaching window's end (target 5 s, "
+            f"missed by {last_s - 5:.1f} s): that window held {labelled} labelled canary "
+            f"results, {why} for the next window, published "
+            f"{LATENESS_S:g} s after its end; from the end of the window it failed on, the "
+            f"rollback took {bad.get('judged_window_end_to_rolled_back_s')} s and the last "
+            f"canary result came {bad.get('judged_window_end_to_last_canary_result_s')} s after"
+        )
+    sustained = live.get("sustained", {})
+    offered = live.get("offered_requests_per_s", 0)
+    if sustained and sustained["answered_per_s"] < 0.97 * offered:
+        notes.append(
+            f"offered {offered:g} requests/s, answered {sustained['answered_per_s']} /s during "
+            f"the good rollout ({sustained['pending_at_end']} unanswered at its end): the 2 "
+            "shared cores did not fully sustain the offered rate in this run"
+        )
+    return notes
 
 
 def live_targets(live: dict[str, Any]) -> dict[str, Any]:
