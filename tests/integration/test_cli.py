@@ -34,7 +34,7 @@ from tests.support.broker import (
     request_codec,
 )
 from tests.support.events import meta_at, registered, shifted
-from tests.support.packages import credit_rows
+from tests.support.packages import credit_rows, make_package
 from tests.support.processes import start_worker, stop_workers
 
 pytestmark = pytest.mark.integration
@@ -238,13 +238,14 @@ def test_audit_of_a_small_log_counts_its_events_and_names_no_problem(
 
 
 @pytest.fixture
-def served(
-    kafka_settings: KafkaSettings, package_v1: tuple[Path, str], unique: str
-) -> Iterator[str]:
-    """A unique credit model with version 1 registered and one inference worker serving it."""
+def served(kafka_settings: KafkaSettings, tmp_path: Path, unique: str) -> Iterator[str]:
+    """A unique credit model with version 1 (seeded weights, no training) registered and one
+    inference worker serving it."""
     model = f"credit{unique}"
     create_model_topics(kafka_settings, model)
-    publish_lifecycle(kafka_settings, request_codec(), registered(model, 1, *package_v1))
+    package = tmp_path / "v1"
+    sha256 = make_package(package, model, seed=5)
+    publish_lifecycle(kafka_settings, request_codec(), registered(model, 1, package, sha256))
     worker = start_worker(kafka_settings.bootstrap_servers, model)
     try:
         yield model
