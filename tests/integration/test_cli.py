@@ -209,6 +209,16 @@ def test_topics_create_reports_each_topic_and_refuses_more_replicas_than_brokers
     assert not [name for name in metadata.topics if f"cli{unique}" in name]
 
 
+def test_selfcheck_round_trips_every_event_type_through_the_broker(cli: Any) -> None:
+    from modelbus.events.meta import DATA_PLANE_EVENTS, LIFECYCLE_EVENTS
+
+    result = cli("selfcheck")
+    assert result.exit_code == 0, result.output
+    count = len(LIFECYCLE_EVENTS + DATA_PLANE_EVENTS)
+    assert result.text.endswith(f"{count}/{count} events came back: all identical")
+    assert result.text.count("identical") == count + 1
+
+
 def test_down_reports_every_service_it_did_not_start(cli: Any) -> None:
     result = cli("down")
     assert result.exit_code == 0
