@@ -119,3 +119,44 @@ def test_writing_the_table_replaces_only_what_is_between_the_markers() -> None:
 def test_a_document_without_the_markers_is_refused() -> None:
     with pytest.raises(ValueError, match="event-table"):
         with_section("# no table here\n", "| a |")
+
+
+def test_docs_events_md_is_the_catalogue_the_schemas_give() -> None:
+    from modelbus.schema_docs import document
+
+    checked_in = (REPO / "docs" / "events.md").read_text()
+    assert checked_in == document(REPO / "schemas"), (
+        "docs/events.md is stale: run `python -m modelbus.schema_docs --write docs/events.md`"
+    )
+
+
+def test_the_event_catalogue_has_a_section_for_every_schema_and_a_row_for_every_field() -> None:
+    import json
+
+    from modelbus.schema_docs import document
+
+    text = document(REPO / "schemas")
+    for path in sorted((REPO / "schemas").glob("modelbus.events.*.avsc")):
+        schema = json.loads(path.read_text())
+        assert f"\n### {schema['name']}\n" in text
+        body = text.split(f"\n### {schema['name']}\n", 1)[1].split("\n### ", 1)[0]
+        assert [line.split("`")[1] for line in body.splitlines() if line.startswith("| `")] == [
+            field["name"] for field in schema["fields"]
+        ]
+
+
+def test_a_field_shows_its_avro_type_default_and_doc(tmp_path: Path) -> None:
+    from modelbus.schema_docs import document
+
+    (tmp_path / "modelbus.events.ModelHealth.avsc").write_text(
+        '{"type": "record", "name": "ModelHealth", "namespace": "modelbus.events", '
+        '"doc": "Health.", "fields": [{"name": "accuracy", "type": ["null", "double"], '
+        '"default": null, "doc": "Share right | or null."}, {"name": "at", "type": '
+        '{"type": "long", "logicalType": "timestamp-millis"}, "doc": "When."}]}'
+    )
+    assert document(tmp_path).split("## Data-plane events\n\n", 1)[1].split("\n## ")[0] == (
+        "### ModelHealth\n\nLog: `modelbus.health`, keyed by model.\n\nHealth.\n\n"
+        "| field | type | default | doc |\n| --- | --- | --- | --- |\n"
+        "| `accuracy` | null or double | `null` | Share right \\| or null. |\n"
+        "| `at` | long (timestamp-millis) | required | When. |\n"
+    )
