@@ -1,0 +1,236 @@
+"""A SIGKILLed worker left dead: the survivor takes its partitions; the supervisor restarts one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from modelbus.bus.reading import follow_from_now, read_only_consumer, replay
+from modelbus.bus.topics import data_topic
+from tests.support.broker import (
+    RequestProducer,
+    TopicReader,
+    create_model_topics,
+    publish_lifecycle,
+    request_codec,
+)
+from tests.support.events import registered
+from tests.support.packages import CONTRACT, credit_rows
+from tests.support.processes import REPO, start_worker, stop_workers
+from tests.support.results import results_by_request
+from tests.support.waiting import NotYet, eventually
+
+pytestmark = pytest.mark.integration
+
+
+def _serve(kafka_settings, model: str, package: tuple[Path, str]) -> None:  # type: ignore[no-untyped-def]
+    create_model_topics(kafka_settings, model)
+    publish_lifecycle(kafka_settings, request_codec(), registered(model, 1, *package))
+
+
+def _members(bootstrap: str, group: str) -> dict[str, list[int]]:
+    """Group instance id -> partitions it holds now."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    description = admin.describe_consumer_groups([group])[group].result()
+    return {
+        str(m.group_instance_id): sorted(tp.partition for tp in m.assignment.topic_partitions)
+        for m in description.members
+    }
+
+
+def _slot(result: Any) -> str:
+    """``inference-1`` from a result's producer ``inference-1@host``."""
+    return str(result.meta.producer).partition("@")[0]
+
+
+def _to_end(bootstrap: str, topic: str, codec: Any, isolation: str) -> list[Any]:
+    """Every record of ``topic`` up to its end offsets as of now, read with ``isolation``."""
+    consumer = read_only_consumer(
+        bootstrap, purpose="test-to-end", extra={"isolation.level": isolation}
+    )
+    try:
+        return [codec.decode(envelope.value) for envelope in replay(consumer, topic)]
+    finally:
+        consumer.close()
+
+
+def test_a_sigkilled_worker_left_dead_has_its_partitions_taken_over_with_no_loss_or_duplicate(
+    kafka_settings, unique: str, package_v1: tuple[Path, str]
+) -> None:
+    model = f"credit{unique}"
+    _serve(kafka_settings, model, package_v1)
+    codec = request_codec()
+    producer = RequestProducer(kafka_settings, codec)
+    rows, _ = credit_rows(6_000, seed=13)
+    bootstrap = kafka_settings.bootstrap_servers
+    group = f"modelbus-inference-{model}"
+    predictions = data_topic(model, "predictions")
+    # A dead worker's open transaction is aborted by the broker after this timeout.
+    env = {"MODELBUS_INFERENCE_TRANSACTION_TIMEOUT_MS": "5000"}
+    workers = {i: start_worker(bootstrap, model, index=i, **env) for i in (0, 1)}
+    reader = TopicReader(bootstrap, predictions, codec)
+    watcher = follow_from_now(
+        bootstrap,
+        predictions,
+        purpose="test-uncommitted",
+        extra={"isolation.level": "read_uncommitted", "fetch.wait.max.ms": 5},
+    )
+    try:
+        # Precondition: both workers hold partitions and commit results for them.
+        def both_hold_partitions() -> dict[str, list[int]]:
+            members = _members(bootstrap, group)
+            if len(members) != 2 or not all(members.values()):
+                raise NotYet(members)
+            return members
+
+        before = eventually(both_hold_partitions, timeout_s=90)
+        for number in range(400):
+            producer.send(model, f"r{number}", rows[number])
+        producer.flush()
+        warm = reader.read_until(
+            lambda r: len(results_by_request(r)) >= 400, timeout_s=90, settle_s=0
+        )
+        assert {_slot(r) for r in warm} == {"inference-0", "inference-1"}
+        victim_partitions = before[f"{group}-1"]
+
+        # A burst, and SIGKILL worker 1 the moment a result of its appears uncommitted.
+        for number in range(400, 4_000):
+            producer.send(model, f"r{number}", rows[number])
+        producer.flush()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            message = watcher.poll(0.01)
+            if (
+                message is not None
+                and message.error() is None
+                and _slot(codec.decode(message.value())) == "inference-1"
+            ):
+                workers[1].send_signal(signal.SIGKILL)
+                break
+        else:
+            pytest.fail("worker 1 produced no result in 60 s")
+        assert workers[1].wait(10) == -signal.SIGKILL
+
+        for number in range(4_000, 6_000):
+            producer.send(model, f"r{number}", rows[number])
+        producer.flush()
+        reader.read_until(lambda r: len(results_by_request(r)) >= 6_000, timeout_s=120, settle_s=0)
+
+        def survivor_holds_everything() -> dict[str, list[int]]:
+            members = _members(bootstrap, group)
+            if members != {f"{group}-0": [0, 1, 2, 3]}:
+                raise NotYet(members)
+            return members
+
+        # Static membership: the dead member keeps its slot until session.timeout.ms (6 s).
+        eventually(survivor_holds_everything, timeout_s=60)
+    finally:
+        stop_workers(workers.values())
+        reader.close()
+        watcher.close()
+
+    committed = _to_end(bootstrap, predictions, codec, "read_committed")
+    everything = _to_end(bootstrap, predictions, codec, "read_uncommitted")
+    counts = Counter(r.request_id for r in committed)
+    assert counts == Counter({f"r{n}": 1 for n in range(6_000)})
+    # The kill landed inside an open transaction: records a read_committed reader never sees.
+    committed_ids = {r.meta.event_id for r in committed}
+    aborted = [r for r in everything if r.meta.event_id not in committed_ids]
+    assert aborted, "the kill landed between transactions: nothing was aborted"
+    assert {_slot(r) for r in aborted} == {"inference-1"}
+    # Every aborted result was answered again, once, by the survivor.
+    redone = {
+        r.request_id: _slot(r) for r in committed if r.request_id in {a.request_id for a in aborted}
+    }
+    assert set(redone.values()) == {"inference-0"}
+    assert sorted(before[f"{group}-0"] + victim_partitions) == [0, 1, 2, 3]
+    late = [r for r in committed if int(r.request_id[1:]) >= 4_000]
+    assert {_slot(r) for r in late} == {"inference-0"}
+
+
+def _children(pid: int) -> dict[int, int]:
+    """Worker index -> process id of each worker ``pid`` started (Linux /proc)."""
+    found: dict[int, int] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            except FileNotFoundError:
+                continue
+            if b"--worker-index" not in argv:  # exited, not yet reaped
+                continue
+            found[int(argv[argv.index(b"--worker-index") + 1])] = int(child)
+    return found
+
+
+def test_the_supervisor_restarts_a_sigkilled_worker_which_then_serves_again(
+    kafka_settings, unique: str, package_v1: tuple[Path, str]
+) -> None:
+    model = f"credit{unique}"
+    _serve(kafka_settings, model, package_v1)
+    codec = request_codec()
+    producer = RequestProducer(kafka_settings, codec)
+    rows, _ = credit_rows(1_000, seed=17)
+    bootstrap = kafka_settings.bootstrap_servers
+    # One worker runs in-process; the supervisor (and its restart loop) runs with two or more.
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "modelbus_inference", "run", "--workers", "2"],
+        env={
+            **os.environ,
+            "MODELBUS_BOOTSTRAP_SERVERS": bootstrap,
+            "MODELBUS_INFERENCE_MODEL": model,
+            "MODELBUS_INFERENCE_CONTRACT": CONTRACT,
+            "MODELBUS_INFERENCE_HTTP_PORT": "0",
+            "MODELBUS_INFERENCE_SESSION_TIMEOUT_MS": "6000",
+            "MODELBUS_INFERENCE_SERVE_LATEST_WITHOUT_ROUTES": "true",
+        },
+        cwd=REPO,
+    )
+    reader = TopicReader(bootstrap, data_topic(model, "predictions"), codec)
+    try:
+
+        def two_workers() -> dict[int, int]:
+            children = _children(supervisor.pid)
+            if sorted(children) != [0, 1]:
+                raise NotYet(children)
+            return children
+
+        first = eventually(two_workers, timeout_s=30)
+        for number in range(500):
+            producer.send(model, f"r{number}", rows[number])
+        producer.flush()
+        reader.read_until(lambda r: len(results_by_request(r)) >= 500, timeout_s=90, settle_s=0)
+        os.kill(first[1], signal.SIGKILL)
+
+        def replaced() -> dict[int, int]:
+            children = two_workers()
+            if children[1] == first[1]:
+                raise NotYet("worker 1 was not restarted yet")
+            return children
+
+        second = eventually(replaced, timeout_s=30)
+        for number in range(500, 1_000):
+            producer.send(model, f"r{number}", rows[number])
+        producer.flush()
+        results = reader.read_until(
+            lambda r: len(results_by_request(r)) >= 1_000, timeout_s=90, settle_s=0
+        )
+        assert supervisor.poll() is None
+    finally:
+        stop_workers([supervisor])
+        reader.close()
+    assert second[0] == first[0]
+    assert results_by_request(results) == {f"r{n}": 1 for n in range(1_000)}
+    # The restarted process (a new pid in slot 1) answered requests sent after the kill.
+    late = {str(r.meta.producer) for r in results if int(r.request_id[1:]) >= 500}
+    assert f"inference-1@{socket.gethostname()}:{second[1]}" in late
