@@ -64,10 +64,10 @@ class HangingProducer:
     def begin_transaction(self) -> None:
         pass
 
-    def produce(self, topic, value, key, headers=None) -> None:  # type: ignore[no-untyped-def]
+    def produce(self, topic, value, key, headers=None) -> None:  # type: ignore[no-untyped-def,unused-ignore]
         pass
 
-    def send_offsets_to_transaction(self, offsets, metadata, timeout) -> None:  # type: ignore[no-untyped-def]
+    def send_offsets_to_transaction(self, offsets, metadata, timeout) -> None:  # type: ignore[no-untyped-def,unused-ignore]
         self.release.wait(30)
         raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "timed out", retriable=True))
 
