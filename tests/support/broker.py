@@ -231,6 +231,11 @@ class DedicatedKafka:
         """``stop-broker`` (SIGTERM), ``kill-broker`` (SIGKILL) or ``start-broker`` node."""
         subprocess.run([KAFKA_SCRIPT, action, str(node)], env=self.env, check=True)
 
+    def leader_of(self, topic: str, partition: int = 0) -> int:
+        """The node id leading ``topic``'s ``partition``."""
+        metadata = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(topic, timeout=10)
+        return int(metadata.topics[topic].partitions[partition].leader)
+
     def transaction_coordinator(self, transactional_id: str) -> int:
         """The node id coordinating ``transactional_id``'s transactions."""
         # The leader of the __transaction_state partition the broker hashes the id to
@@ -254,6 +259,8 @@ def dedicated_kafka(run_dir: Path, brokers: int = 1) -> Iterator[DedicatedKafka]
         "KAFKA_PORT": str(free_port_block(2 * brokers)),
         "KAFKA_BROKERS": str(brokers),
         "MODELBUS_RUN_DIR": str(run_dir),
+        # Several JVMs starting on a loaded 2-core machine can take minutes.
+        "KAFKA_START_TIMEOUT_S": os.environ.get("KAFKA_START_TIMEOUT_S", "180"),
     }
     subprocess.run([KAFKA_SCRIPT, "up"], env=env, check=True)
     try:
