@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -80,6 +81,10 @@ def audit_command(
         console.print(table)
     for model_name, versions in report.versions.items():
         console.print(f"{model_name}: versions {versions}")
+    console.print(
+        "[dim]the deployer's decisions are re-derived from the logged health windows by "
+        "`python -m modelbus_deployer verify` (the deployer's own fold; not run here)[/dim]"
+    )
     if report.ok:
         console.print(
             f"[green]{len(events)} events ({report.redeliveries} redelivered), "
@@ -108,14 +113,19 @@ def audit_predictions(
         int, typer.Option(help="How many answered requests, chosen at random.")
     ] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the random choice.")] = 0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the counts per version as JSON.")
+    ] = False,
 ) -> None:
-    """Reproduce a random sample of answered requests; exit 1 if any score differs."""
-    _reproduce(model, request_ids=None, sample=sample, seed=seed, verbose=False)
+    """Reproduce a random sample of answered requests; exit 1 if any score differs. Each
+    version is loaded once and scores its share of the sample in one batch."""
+    _reproduce(model, request_ids=None, sample=sample, seed=seed, verbose=False, as_json=as_json)
 
 
 def _reproduce(
-    model: str, *, request_ids: set[str] | None, sample: int | None, seed: int, verbose: bool
-) -> None:
+    model: str, *, request_ids: set[str] | None, sample: int | None, seed: int, verbose: bool,
+    as_json: bool = False,
+) -> None:  # fmt: skip
     from modelbus.cli.replay import (
         compare_scores,
         load_version,
@@ -124,18 +134,24 @@ def _reproduce(
         rescore,
     )
 
+    started = time.perf_counter()
     settings = cli_settings()
     codec = cli_codec(settings)
     answered = read_answered(settings.bootstrap_servers, codec, model, request_ids=request_ids)
+    read_s = time.perf_counter() - started
+    summary: dict[str, Any] = {"model": model, "answered": 0, "sampled": 0, "compared": 0,
+                               "identical": 0, "versions": {}}  # fmt: skip
     missing = sorted((request_ids or set()) - set(answered))
     if missing:
         console.print(f"[red]no request {missing[:5]} in {model}'s requests topic[/red]")
         raise typer.Exit(1)
     with_results = sorted(rid for rid, a in answered.items() if a.result is not None)
+    summary["answered"] = len(with_results)
     if sample is not None:
         with_results = sorted(
             random.Random(seed).sample(with_results, min(sample, len(with_results)))
         )
+    summary["sampled"] = len(with_results)
     versions = registrations(settings.bootstrap_servers, codec, model)
     failed = False
     by_version: dict[int, list[str]] = {}
@@ -144,6 +160,7 @@ def _reproduce(
     for version, ids in sorted(by_version.items()):
         registration = versions.get(version)
         if registration is None:
+            summary["versions"][str(version)] = {"requests": len(ids), "registered": False}
             console.print(
                 f"[red]v{version} answered {len(ids)} requests but was never registered[/red]"
             )
@@ -154,12 +171,19 @@ def _reproduce(
         scores = rescore(loaded, rows)
         committed = [list(answered[rid].result.scores) for rid in ids]  # type: ignore[union-attr]
         outcome = compare_scores(ids, committed, scores)
+        summary["compared"] += outcome.compared
+        summary["identical"] += outcome.identical
+        summary["versions"][str(version)] = {
+            "requests": len(ids), "identical": outcome.identical,
+            "max_abs_diff": outcome.max_abs_diff, "differing": list(outcome.differing[:10]),
+        }  # fmt: skip
         verdict = "[green]identical[/green]" if outcome.exact else "[red]DIFFERENT[/red]"
         where = f"{registration.artifact_uri}, sha256 {registration.artifact_sha256[:12]}"
-        console.print(
-            f"v{version} ({where}): {outcome.identical}/{outcome.compared} {verdict}, "
-            f"max |diff| {outcome.max_abs_diff:.3g}"
-        )
+        if not as_json:
+            console.print(
+                f"v{version} ({where}): {outcome.identical}/{outcome.compared} {verdict}, "
+                f"max |diff| {outcome.max_abs_diff:.3g}"
+            )
         if verbose:
             for rid, recomputed in zip(ids, scores, strict=True):
                 result = answered[rid].result
@@ -176,6 +200,17 @@ def _reproduce(
     if unanswered:
         console.print(f"[red]no committed result for {sorted(unanswered)[:5]}[/red]")
         failed = True
+    summary["read_s"] = round(read_s, 3)
+    summary["rescore_s"] = round(time.perf_counter() - started - read_s, 3)
+    summary["ok"] = not failed
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        console.print(
+            f"{summary['identical']}/{summary['sampled']} answers reproduced bit for bit "
+            f"(log read in {summary['read_s']:.1f}s, versions loaded and rescored in "
+            f"{summary['rescore_s']:.1f}s)"
+        )
     if failed:
         raise typer.Exit(1)
 
