@@ -17,11 +17,13 @@ Limits, stated plainly: ``occurred_at`` and ``producer`` are not compared (the t
 was made and the instance that made it cannot be re-derived; a trigger is decided at the time
 the log says its decision was made, else at its own time). Timer decisions (a rollout paused
 for want of health) are checked only when logged: the fold's ``tick`` is run at the logged
-time; a pause that should have happened but was never logged cannot be seen. Windows are merged
-by publication time, so a window the deployer read out of that order (a race within
-milliseconds of a step change) may be reported. A decision still owed when the log ends (the
-deployer lagging or stopped) is reported missing. Decisions are fed a fold that does not follow
-forged events, so one bad event is one finding, not a cascade.
+time, or ``TIMER_SLACK`` later (a live pause was seen logged 0.125 s before the timeout
+measured from the logged step start; such a pause is matched by id, its silence figure in the
+reason not compared); a pause that should have happened but was never logged cannot be seen.
+Windows are merged by publication time, so a window the deployer read out of that order (a
+race within milliseconds of a step change) may be reported. A decision still owed when the log
+ends (the deployer lagging or stopped) is reported missing. The fold does not follow forged
+events, so one bad event is one finding, not a cascade.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from modelbus.events import types as t
@@ -41,6 +43,8 @@ if TYPE_CHECKING:
 DECISIONS = (t.RolloutStarted, t.TrafficShifted, t.CanaryEvaluated, t.ModelPromoted,
              t.ModelRolledBack)  # fmt: skip
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+TIMER_SLACK = timedelta(seconds=1)
+"""A logged pause is accepted up to this long before the fold's timer would have fired."""
 
 
 @dataclass(frozen=True)
@@ -145,11 +149,17 @@ def _check(deployer: Deployer, logged: Any, expected: dict[str, Any],
     """Match one logged decision; returns the fold to go on with."""
     event_id, name = logged.meta.event_id, type(logged).__name__
     if event_id not in expected and isinstance(logged, t.CanaryEvaluated):
-        trial = copy.deepcopy(deployer)  # a timer's pause: what tick says at the logged time
-        paused = trial.tick(logged.model, now=logged.meta.occurred_at)
-        if any(p.meta.event_id == event_id for p in paused):
-            deployer = trial
-            expected.update((p.meta.event_id, p) for p in paused)
+        for late in (timedelta(0), TIMER_SLACK):  # a timer's pause: what tick says then
+            trial = copy.deepcopy(deployer)
+            paused = trial.tick(logged.model, now=logged.meta.occurred_at + late)
+            if any(p.meta.event_id == event_id for p in paused):
+                deployer = trial
+                for pause in paused:
+                    # ticked later than logged, the silence in the reason reads longer
+                    expected[pause.meta.event_id] = (
+                        replace(pause, reasons=logged.reasons) if late else pause
+                    )
+                break
     made = expected.pop(event_id, None)
     if made is None:
         if event_id in deployer.folded:
