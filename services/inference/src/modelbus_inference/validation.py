@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import struct
 from io import BytesIO
-from typing import Any, cast
+from typing import Any
 
 from fastavro import schemaless_reader
 
@@ -90,7 +90,7 @@ class ContractFields:
             raise Rejected("ContractViolation", f"unknown field(s) {', '.join(map(repr, unknown))}")
         shaped: dict[str, Any] = {}
         for name, kind in self.types.items():
-            value = features.get(name)
+            value: Any = features.get(name)
             allowed = _PYTHON_TYPES.get(kind, (object,))
             is_bool = isinstance(value, bool) and kind != "boolean"
             fractional = isinstance(value, float) and kind in INTEGER_RANGES
@@ -101,7 +101,7 @@ class ContractFields:
                     f"field {name!r} is {type(value).__name__} {value!r}; the contract says {kind}",
                 )
             if value is not None and kind in ("double", "float"):
-                value = float(cast(float, value))
+                value = float(value)
             elif value is not None and kind in INTEGER_RANGES:
                 value = int(value)
             shaped[name] = value
