@@ -100,11 +100,12 @@ class ContractFields:
                     "ContractViolation",
                     f"field {name!r} is {type(value).__name__} {value!r}; the contract says {kind}",
                 )
-            if value is not None and kind in ("double", "float"):
-                value = float(value)
-            elif value is not None and kind in INTEGER_RANGES:
-                value = int(value)
-            shaped[name] = value
+            number: Any = value  # checked above: an int or float where the contract says so
+            if number is not None and kind in ("double", "float"):
+                number = float(number)
+            elif number is not None and kind in INTEGER_RANGES:
+                number = int(number)
+            shaped[name] = number
         return shaped
 
 
