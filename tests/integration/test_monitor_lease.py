@@ -22,6 +22,7 @@ def _pid(window: t.ModelHealth) -> int:
     return int(window.meta.producer.rsplit(":", 1)[1])
 
 
+@pytest.mark.timeout(600)  # three waits of up to 120 s each, sized for a loaded machine
 def test_a_standby_monitor_writes_nothing_then_takes_over_with_no_window_lost_or_repeated(
     kafka_settings, unique: str, package_v1: tuple[Path, str]
 ) -> None:

@@ -162,6 +162,7 @@ def _dead_letters(bootstrap: str, model: str) -> list[t.DeadLetter]:
     ]
 
 
+@pytest.mark.timeout(600)  # three waits of up to 120 s each, sized for a loaded machine
 def test_a_rule_switch_killed_monitor_and_restarts_give_exactly_one_concept_alert_at_the_switch(
     kafka_settings, unique: str, package_v1: tuple[Path, str]
 ) -> None:
