@@ -109,7 +109,8 @@ class StreamLoop:
         for message in messages:
             error = message.error()
             if error is not None:
-                if error.fatal():
+                # A fenced static member reports code _FATAL on a message without fatal() set.
+                if error.fatal() or error.code() == KafkaError._FATAL:
                     raise KafkaException(error)
                 if error.code() != KafkaError._PARTITION_EOF:
                     troubled = True
