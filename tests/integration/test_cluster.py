@@ -7,16 +7,13 @@ stops it at the end; the session's single broker is not involved.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient
 
 from modelbus.bus import LIFECYCLE_TOPIC, data_topic, ensure_topics, topic_specs
 from modelbus.bus.topics import DurabilityError, describe_topics
@@ -24,8 +21,10 @@ from modelbus.config import KafkaSettings
 from modelbus.events import new_meta
 from modelbus.events import types as t
 from tests.support.broker import (
+    DedicatedKafka,
     RequestProducer,
     TopicReader,
+    dedicated_kafka,
     lifecycle_events,
     publish_lifecycle,
     request_codec,
@@ -36,55 +35,16 @@ from tests.support.processes import start_worker, stop_workers
 from tests.support.results import results_by_request
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
-KAFKA = str(Path(__file__).resolve().parents[2] / "infra" / "kafka" / "kafka.sh")
-
-
-def _free_block(size: int) -> int:
-    """The first port of ``size`` consecutive free ports."""
-    for base in range(21_000, 29_000, 50):
-        try:
-            for port in range(base, base + size):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no block of free ports between 21000 and 29000")
-
-
-@dataclass
-class Cluster:
-    env: dict[str, str]
-    bootstrap: str
-
-    def broker(self, action: str, node: int) -> None:
-        subprocess.run([KAFKA, action, str(node)], env=self.env, check=True)
-
-    def leader_of(self, topic: str, partition: int = 0) -> int:
-        metadata = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(topic, timeout=10)
-        return metadata.topics[topic].partitions[partition].leader
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    env = {
-        **os.environ,
-        "KAFKA_PORT": str(_free_block(6)),
-        "KAFKA_BROKERS": "3",
-        "MODELBUS_RUN_DIR": str(tmp_path_factory.mktemp("cluster")),
-    }
-    subprocess.run([KAFKA, "up"], env=env, check=True)
-    bootstrap = subprocess.run(
-        [KAFKA, "bootstrap"], env=env, check=True, capture_output=True, text=True
-    ).stdout.strip()
-    try:
-        yield Cluster(env, bootstrap)
-    finally:
-        subprocess.run([KAFKA, "down"], env=env, check=False)
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DedicatedKafka]:
+    with dedicated_kafka(tmp_path_factory.mktemp("cluster"), brokers=3) as nodes:
+        yield nodes
 
 
 def test_topics_on_three_brokers_get_three_copies_and_two_in_sync(
-    cluster: Cluster, unique: str
+    cluster: DedicatedKafka, unique: str
 ) -> None:
     model = f"credit{unique}"
     specs = topic_specs([model], data_partitions=4, retention_ms=3_600_000)
@@ -96,7 +56,7 @@ def test_topics_on_three_brokers_get_three_copies_and_two_in_sync(
 
 
 def test_a_replication_factor_larger_than_the_cluster_is_refused(
-    cluster: Cluster, unique: str
+    cluster: DedicatedKafka, unique: str
 ) -> None:
     specs = topic_specs([f"big{unique}"], data_partitions=1, retention_ms=3_600_000)
     with pytest.raises(DurabilityError, match="larger than the cluster \\(3 broker"):
@@ -105,12 +65,13 @@ def test_a_replication_factor_larger_than_the_cluster_is_refused(
 
 @pytest.mark.skipif(
     not os.environ.get("MODELBUS_TEST_BROKER_FAULTS"),
-    reason="flaky: when the killed broker is also the inference worker's transaction "
-    "coordinator the worker can stall past the test's deadline (broker-fault liveness is "
-    "issue 11's open work); set MODELBUS_TEST_BROKER_FAULTS=1 to run it",
+    reason="not yet seen passing with the client rebuild: the killed transaction coordinator "
+    "fenced the worker's static consumer, which idled until the _FATAL fix (unverified on "
+    "the cluster); set MODELBUS_TEST_BROKER_FAULTS=1 to run it",
 )
+@pytest.mark.timeout(600)  # three brokers start in its setup on a loaded 2-core machine
 def test_exactly_once_inference_rides_out_a_broker_killed_under_load(
-    cluster: Cluster, unique: str, package_v1: tuple[Path, str]
+    cluster: DedicatedKafka, unique: str, package_v1: tuple[Path, str]
 ) -> None:
     model = f"credit{unique}"
     settings = KafkaSettings(bootstrap_servers=cluster.bootstrap, data_partitions=4)
@@ -121,11 +82,10 @@ def test_exactly_once_inference_rides_out_a_broker_killed_under_load(
     publish_lifecycle(
         settings, codec, registered(model, 1, *package_v1), shifted(model, [("champion", 1, 100)])
     )
-    producer = RequestProducer(settings, codec)
+    producer = RequestProducer(settings, codec, idempotent=True)
     rows, _ = credit_rows(6_000, seed=21)
     worker = start_worker(cluster.bootstrap, model)
     reader = TopicReader(cluster.bootstrap, data_topic(model, "predictions"), codec)
-    victim = cluster.leader_of(LIFECYCLE_TOPIC)
     asked = [
         t.TrainingRequested(meta=new_meta("cluster-test"), model=model, reason=f"r{n}",
                             requested_by="cluster-test")
@@ -136,6 +96,8 @@ def test_exactly_once_inference_rides_out_a_broker_killed_under_load(
             producer.send(model, f"r{number}", rows[number])
         producer.flush()
         reader.read_until(lambda r: len(r) >= 500, timeout_s=90, settle_s=0)
+        # The hardest broker to lose: the worker's own transaction coordinator.
+        victim = cluster.transaction_coordinator(f"modelbus-inference-{model}-0")
         for number in range(500, 6_000):
             producer.send(model, f"r{number}", rows[number])
             if number % 100 == 0:
@@ -166,7 +128,7 @@ def test_exactly_once_inference_rides_out_a_broker_killed_under_load(
 
 
 def test_the_deployer_keeps_deciding_through_a_leader_change_of_the_lifecycle(
-    cluster: Cluster, unique: str, package_v1: tuple[Path, str]
+    cluster: DedicatedKafka, unique: str, package_v1: tuple[Path, str]
 ) -> None:
     """The lifecycle partition's leader dies; the deployer (a real process) still answers."""
     from tests.support.waiting import NotYet, eventually
