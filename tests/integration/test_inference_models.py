@@ -72,9 +72,13 @@ def test_tampered_artifact_is_refused_and_hot_swap_under_load_loses_nothing(
     worker = start_worker(bootstrap, model)
     reader = TopicReader(bootstrap, data_topic(model, "predictions"), codec)
     sending_done = threading.Event()
+    swapped = threading.Event()
 
     def send() -> None:
         for number, row in enumerate(rows):
+            if number == 3_000:
+                # The second half goes out once v3 is loaded: every one of it must get v3.
+                swapped.wait(120)
             producer.send(model, f"r{number}", row)
             if number % 100 == 99:
                 producer.flush()
@@ -86,7 +90,11 @@ def test_tampered_artifact_is_refused_and_hot_swap_under_load_loses_nothing(
     try:
         _wait_for(bootstrap, codec, model, (t.ModelLoaded,))
         sender.start()
-        time.sleep(1.0)
+        # v1 serves under load before the tampered version arrives.
+        early = {
+            r.request_id
+            for r in reader.read_until(lambda r: len(r) >= 300, timeout_s=60, settle_s=0)
+        }
         tampered = _tampered_copy(package_v2, tmp_path / "tampered")
         publish_lifecycle(
             kafka_settings,
@@ -95,26 +103,34 @@ def test_tampered_artifact_is_refused_and_hot_swap_under_load_loses_nothing(
             shifted(model, [("champion", 2, 100.0)]),
         )
         failed = _wait_for(bootstrap, codec, model, (t.ModelLoadFailed,))
-        time.sleep(1.0)
+        # After refusing v2 the worker goes on answering (with v1): more results arrive.
+        answered = len(reader.records)
+        reader.read_until(lambda r: len(r) >= min(answered + 100, 3_000), timeout_s=60, settle_s=0)
         publish_lifecycle(
             kafka_settings,
             codec,
             registered(model, 3, *package_v2),
             shifted(model, [("champion", 3, 100.0)]),
         )
+        loaded = _wait_for(bootstrap, codec, model, (t.ModelLoaded,), count=2)
+        swapped.set()
         sender.join()
-        results = reader.read_until(lambda r: len(r) >= 6_000, timeout_s=120)
+        results = reader.read_until(
+            lambda r: len(results_by_request(r)) >= 6_000, timeout_s=120, settle_s=0
+        )
     finally:
+        swapped.set()
         sending_done.wait(60)
         stop_workers([worker])
         reader.close()
     assert failed[0].version == 2
     assert "sha256 mismatch in weights.safetensors" in failed[0].reason
+    assert [event.version for event in loaded] == [1, 3]
     assert results_by_request(results) == {f"r{n}": 1 for n in range(6_000)}
     versions = [r.version for r in sorted(results, key=lambda r: int(r.request_id[1:]))]
     assert set(versions) == {1, 3}, "v2 must never serve; v1 until the swap, v3 after"
-    assert versions[0] == 1
-    assert versions[-1] == 3
+    assert {r.version for r in results if r.request_id in early} == {1}
+    assert set(versions[3_000:]) == {3}
 
 
 def test_canary_routing_is_the_same_on_the_stream_and_over_http(

@@ -219,6 +219,15 @@ def test_the_supervisor_restarts_a_sigkilled_worker_which_then_serves_again(
             return children
 
         second = eventually(replaced, timeout_s=30)
+        group = f"modelbus-inference-{model}"
+
+        def both_slots_hold_partitions() -> None:
+            members = _members(bootstrap, group)
+            if sorted(members) != [f"{group}-0", f"{group}-1"] or not all(members.values()):
+                raise NotYet(members)
+
+        # Slot 1 is back in the group (static membership) before the next requests go out.
+        eventually(both_slots_hold_partitions, timeout_s=60)
         for number in range(500, 1_000):
             producer.send(model, f"r{number}", rows[number])
         producer.flush()
