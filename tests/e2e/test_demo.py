@@ -170,12 +170,6 @@ def test_the_deployer_re_derives_every_decision_of_the_demo(demo_run) -> None:  
     assert result["decisions"] == result["matched"] == len(decisions)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured on the demo log: 907/1000 identical (v1 436/436, v2 470/562, v3 1/2), "
-    "max |diff| 2.1e-7: v2/v3 answers are not yet reproduced bit for bit when re-scored in "
-    "another batch than the one inference scored them in",
-)
 @pytest.mark.timeout(900)
 def test_one_thousand_random_demo_answers_are_reproduced_bit_for_bit(demo_run) -> None:  # type: ignore[no-untyped-def]
     bootstrap, finished = demo_run
