@@ -11,14 +11,17 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from confluent_kafka.admin import AdminClient
 from tenacity import retry, stop_after_delay, wait_fixed
 
+from modelbus.bus.reading import read_only_consumer, replay
 from modelbus.bus.topics import data_topic
 from modelbus.events import new_meta
 from modelbus.events import types as t
 from modelbus.events.meta import now_utc
+from modelbus.packaging import load_package
 from tests.support.broker import (
     RequestProducer,
     TopicReader,
@@ -32,6 +35,7 @@ from tests.support.events import registered
 from tests.support.packages import credit_rows
 from tests.support.processes import start_worker, stop_workers
 from tests.support.results import results_by_request
+from tests.support.waiting import NotYet, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +45,14 @@ def _serve(kafka_settings, model: str, package: tuple[Path, str]) -> None:  # ty
     publish_lifecycle(kafka_settings, request_codec(), registered(model, 1, *package))
 
 
-def test_ten_thousand_requests_give_exactly_ten_thousand_results(
+# Measured: 10,000 results arrived 1.3 s after the first send (2 cores, load average 6.6);
+# normal is taken as 2 s on a busy CI machine and the allowance is 10x that, so a 10x
+# slowdown of the stream fails here (the old allowance was a flat 120 s).
+TEN_K_NORMAL_S = 2.0
+TEN_K_ALLOWANCE_S = 10 * TEN_K_NORMAL_S
+
+
+def test_ten_thousand_requests_give_exactly_ten_thousand_results_scored_as_the_package_scores(
     kafka_settings, unique: str, package_v1: tuple[Path, str]
 ) -> None:
     model = f"credit{unique}"
@@ -52,22 +63,54 @@ def test_ten_thousand_requests_give_exactly_ten_thousand_results(
     worker = start_worker(kafka_settings.bootstrap_servers, model)
     reader = TopicReader(kafka_settings.bootstrap_servers, data_topic(model, "predictions"), codec)
     try:
+        # The clock starts once the worker serves, so the allowance measures the stream only.
+        lifecycle = kafka_settings.bootstrap_servers, codec, model, (t.ModelLoaded,)
+        eventually(lambda: lifecycle_events(*lifecycle) or _not_yet("no ModelLoaded"), 120)
+        started = time.monotonic()
         for number, row in enumerate(rows):
             producer.send(model, f"r{number}", row)
         producer.flush()
-        results = reader.read_until(lambda r: len(r) >= 10_000, timeout_s=120)
+        results = reader.read_until(
+            lambda r: len(r) >= 10_000, timeout_s=TEN_K_ALLOWANCE_S, settle_s=0
+        )
+        took_s = time.monotonic() - started
     finally:
         stop_workers([worker])
         reader.close()
-    counts = results_by_request(results)
-    assert len(results) == 10_000
-    assert set(counts) == {f"r{n}" for n in range(10_000)}
-    assert set(counts.values()) == {1}
+    assert len(results) == 10_000, f"{len(results)} results in {TEN_K_ALLOWANCE_S} s"
+    everything = _to_end(kafka_settings.bootstrap_servers, data_topic(model, "predictions"), codec)
+    counts = results_by_request(everything)
+    assert counts == {f"r{n}": 1 for n in range(10_000)}
     assert {r.version for r in results} == {1}
-    assert all(math.isclose(sum(r.scores), 1.0, rel_tol=1e-4) for r in results)
+    # Training -> serving parity: every stream score is what the package itself computes for
+    # the same row. torch's float32 forward pass is bitwise the same for batches of 2+ rows;
+    # a batch of one row takes another kernel and may differ by one float32 ulp.
+    expected = load_package(package_v1[0], threads=1).predict_rows(rows)
+    by_id = {r.request_id: r for r in results}
+    streamed = np.array([by_id[f"r{n}"].scores for n in range(10_000)])
+    ulp = np.spacing(expected.astype(np.float32)).astype(np.float64)
+    gap = np.abs(streamed - expected.astype(np.float64))
+    assert (gap <= ulp).all(), f"largest gap {gap.max()} at request r{int(gap.argmax()) // 2}"
+    assert (gap == 0).mean() > 0.99, f"only {(gap == 0).mean():.4f} of scores bitwise equal"
+    assert [r.label for r in (by_id[f"r{n}"] for n in range(10_000))] == expected.argmax(
+        axis=1
+    ).tolist()
     loaded = lifecycle_events(kafka_settings.bootstrap_servers, codec, model, (t.ModelLoaded,))
-    assert loaded
-    assert loaded[0].version == 1
+    assert [event.version for event in loaded] == [1]
+    assert took_s < TEN_K_ALLOWANCE_S, took_s
+
+
+def _not_yet(reason: str) -> None:
+    raise NotYet(reason)
+
+
+def _to_end(bootstrap: str, topic: str, codec) -> list:  # type: ignore[no-untyped-def]
+    """Every committed record of ``topic`` up to its end offsets as of now."""
+    consumer = read_only_consumer(bootstrap, purpose="test-to-end")
+    try:
+        return [codec.decode(envelope.value) for envelope in replay(consumer, topic)]
+    finally:
+        consumer.close()
 
 
 def test_sigkilled_worker_restarted_three_times_loses_and_duplicates_nothing(
@@ -100,10 +143,12 @@ def test_sigkilled_worker_restarted_three_times_loses_and_duplicates_nothing(
                 workers[victim].wait()
                 workers[victim] = start_worker(bootstrap, model, index=victim)
         producer.flush()
-        results = reader.read_until(lambda r: len(r) >= 10_000, timeout_s=180)
+        reader.read_until(lambda r: len(r) >= 10_000, timeout_s=180, settle_s=0)
     finally:
         stop_workers(workers.values())
         reader.close()
+    # Duplicates are looked for up to the end offsets, not in a settle window.
+    results = _to_end(bootstrap, data_topic(model, "predictions"), codec)
     counts = results_by_request(results)
     duplicated = sorted(rid for rid, n in counts.items() if n > 1)
     missing = {f"r{n}" for n in range(10_000)} - set(counts)
