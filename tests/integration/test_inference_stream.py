@@ -82,16 +82,13 @@ def test_ten_thousand_requests_give_exactly_ten_thousand_results_scored_as_the_p
     counts = results_by_request(everything)
     assert counts == {f"r{n}": 1 for n in range(10_000)}
     assert {r.version for r in results} == {1}
-    # Training -> serving parity: every stream score is what the package itself computes for
-    # the same row. torch's float32 forward pass is bitwise the same for batches of 2+ rows;
-    # a batch of one row takes another kernel and may differ by one float32 ulp.
+    # Training -> serving parity: every stream score has the same bits as what the package
+    # itself computes for the same row in one batch (the runtime is batch-size invariant).
     expected = load_package(package_v1[0], threads=1).predict_rows(rows)
     by_id = {r.request_id: r for r in results}
     streamed = np.array([by_id[f"r{n}"].scores for n in range(10_000)])
-    ulp = np.spacing(expected.astype(np.float32)).astype(np.float64)
     gap = np.abs(streamed - expected.astype(np.float64))
-    assert (gap <= ulp).all(), f"largest gap {gap.max()} at request r{int(gap.argmax()) // 2}"
-    assert (gap == 0).mean() > 0.99, f"only {(gap == 0).mean():.4f} of scores bitwise equal"
+    assert (gap == 0).all(), f"{int((gap > 0).sum())} scores differ, largest {gap.max()}"
     assert [r.label for r in (by_id[f"r{n}"] for n in range(10_000))] == expected.argmax(
         axis=1
     ).tolist()
