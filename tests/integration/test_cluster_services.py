@@ -21,8 +21,7 @@ from modelbus.config import KafkaSettings
 from modelbus.events import new_meta
 from modelbus.events import types as t
 from modelbus.events.meta import now_utc
-from tests.support.broker import Bus, create_model_topics
-from tests.support.cluster import Cluster, three_brokers
+from tests.support.broker import Bus, DedicatedKafka, create_model_topics, dedicated_kafka
 from tests.support.monitor import Traffic, health_events, start_monitor
 from tests.support.packages import credit_rows
 from tests.support.ports import free_port
@@ -36,8 +35,8 @@ LIFECYCLE = "modelbus.lifecycle"
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with three_brokers(tmp_path_factory.mktemp("cluster-services")) as running:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DedicatedKafka]:
+    with dedicated_kafka(tmp_path_factory.mktemp("cluster-services"), brokers=3) as running:
         yield running
 
 
@@ -90,7 +89,7 @@ def _health_after(bootstrap: str, since: datetime, version: int) -> t.ModelHealt
 
 @pytest.mark.timeout(900)  # two trainings on 2 shared cores; each wait below has its own limit
 def test_registry_trainer_deployer_and_monitor_act_through_a_lifecycle_leader_change(
-    cluster: Cluster, tmp_path: Path
+    cluster: DedicatedKafka, tmp_path: Path
 ) -> None:
     from mlflow import MlflowClient
 
