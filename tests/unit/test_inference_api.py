@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -14,36 +13,11 @@ from modelbus_inference.domain import Registration
 from modelbus_inference.metrics import Metrics, Progress
 from modelbus_inference.serving import ModelManager
 from modelbus_inference.validation import ContractFields
+from tests.support.fakes import CREDIT_ROW, FakeModel
 
 MODEL = "credit"
-ROW = {
-    "salary": 50_000.0,
-    "commission": 10_000.0,
-    "age": 40,
-    "elevel": 2,
-    "car": 3,
-    "zipcode": 4,
-    "hvalue": 100_000.0,
-    "hyears": 10,
-    "loan": 20_000.0,
-}
+ROW = CREDIT_ROW
 URL = f"/v1/models/{MODEL}/predict"
-
-
-class FakeModel:
-    """Scores every row [0.25, 0.75]; raises when told to."""
-
-    environment_check = "exact"
-    load_ms = 1.0
-
-    def __init__(self, version: int, *, raises: bool = False) -> None:
-        self.version = version
-        self.raises = raises
-
-    def predict_rows(self, rows: list[dict[str, Any]]) -> np.ndarray:
-        if self.raises:
-            raise RuntimeError("boom")
-        return np.array([[0.25, 0.75] for _ in rows])
 
 
 def client_serving(model: FakeModel | None) -> TestClient:

@@ -22,41 +22,14 @@ from modelbus_inference.metrics import Metrics
 from modelbus_inference.predict import BatchPredictor, Incoming
 from modelbus_inference.serving import ModelManager
 from modelbus_inference.validation import ContractFields, Rejected, RequestDecoder
+from tests.support.fakes import CREDIT_ROW, NAN_SALARY, FakeModel
 
 MODEL = "credit"
 TOPIC = "modelbus.credit.requests"
 OLD_REQUEST = (
     Path(__file__).parents[2] / "schemas/history/modelbus.events.PredictionRequest.v1.avsc"
 )
-ROW = {
-    "salary": 50_000.0,
-    "commission": 10_000.0,
-    "age": 40,
-    "elevel": 2,
-    "car": 3,
-    "zipcode": 4,
-    "hvalue": 100_000.0,
-    "hyears": 10,
-    "loan": 20_000.0,
-}
-
-
-class FakeModel:
-    """Scores by a rule; NaN where salary is 13, raises when told to."""
-
-    environment_check = "exact"
-    load_ms = 1.0
-
-    def __init__(self, version: int, *, raises: bool = False) -> None:
-        self.version = version
-        self.raises = raises
-
-    def predict_rows(self, rows: list[dict[str, Any]]) -> np.ndarray:
-        if self.raises:
-            raise RuntimeError("boom")
-        scores = np.array([[0.25, 0.75] for _ in rows])
-        scores[[row["salary"] == 13.0 for row in rows]] = math.nan
-        return scores
+ROW = CREDIT_ROW
 
 
 def manager_with(models: dict[int, Any]) -> ModelManager:
@@ -179,7 +152,7 @@ def test_batch_gives_one_result_per_good_request_and_one_dead_letter_per_bad(
         Incoming(TOPIC, 0, 0, b"a", request_bytes(codec, "a", ROW)),
         Incoming(TOPIC, 0, 1, b"b", request_bytes(codec, "b", {**ROW, "hvalue": math.inf})),
         Incoming(TOPIC, 0, 2, b"c", b"\x00garbage, not avro"),
-        Incoming(TOPIC, 0, 3, b"d", request_bytes(codec, "d", {**ROW, "salary": 13.0})),
+        Incoming(TOPIC, 0, 3, b"d", request_bytes(codec, "d", {**ROW, "salary": NAN_SALARY})),
         Incoming(TOPIC, 0, 4, b"e", request_bytes(codec, "e", ROW, model="fraud")),
     ]
     assert models.serving is not None
