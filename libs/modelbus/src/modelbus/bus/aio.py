@@ -14,6 +14,7 @@ from modelbus.bus.envelope import FINGERPRINT_HEADER, TYPE_HEADER, Envelope, hea
 from modelbus.bus.topics import LIFECYCLE_TOPIC, SCHEMAS_TOPIC, dlq_topic_for, route
 from modelbus.config import KafkaSettings
 from modelbus.events import Codec, SchemaStore
+from modelbus.trust.signing import EventSigner
 
 log = structlog.get_logger(__name__)
 
@@ -21,8 +22,16 @@ log = structlog.get_logger(__name__)
 class AsyncPublisher:
     """aiokafka twin of Publisher: writer schemas first, then the events."""
 
-    def __init__(self, settings: KafkaSettings, codec: Codec, *, client_id: str) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        codec: Codec,
+        *,
+        client_id: str,
+        signer: EventSigner | None = None,
+    ) -> None:
         self.codec = codec
+        self.signer = signer
         self.producer = AIOKafkaProducer(
             bootstrap_servers=settings.bootstrap_servers,
             client_id=client_id,
@@ -61,6 +70,8 @@ class AsyncPublisher:
             (FINGERPRINT_HEADER, known.fingerprint.hex().encode()),
         ]
         destination = topic or routed_topic
+        if self.signer is not None:
+            headers += self.signer.headers(destination, value, known.name)
         if destination != LIFECYCLE_TOPIC:
             await self.producer.send_and_wait(destination, value, key=raw_key, headers=headers)
             return

@@ -12,6 +12,7 @@ from modelbus.bus.envelope import FINGERPRINT_HEADER, TYPE_HEADER
 from modelbus.bus.topics import LIFECYCLE_TOPIC, SCHEMAS_TOPIC, route
 from modelbus.config import KafkaSettings
 from modelbus.events import Codec, KnownSchema, SchemaStore
+from modelbus.trust.signing import EventSigner
 
 
 class PublishError(RuntimeError):
@@ -29,7 +30,10 @@ class EventPublisher(Protocol):
 
 
 class Publisher:
-    """Encodes and produces events; ``flush`` raises if any delivery failed."""
+    """Encodes and produces events; ``flush`` raises if any delivery failed.
+
+    With a ``signer``, every message carries its signature headers (topic and value signed).
+    """
 
     def __init__(
         self,
@@ -38,8 +42,10 @@ class Publisher:
         *,
         client_id: str,
         extra_config: dict[str, Any] | None = None,
+        signer: EventSigner | None = None,
     ) -> None:
         self.codec = codec
+        self.signer = signer
         self.producer = Producer(
             {
                 "bootstrap.servers": settings.bootstrap_servers,
@@ -86,6 +92,8 @@ class Publisher:
         headers: list[tuple[str, str | bytes | None]] = [(TYPE_HEADER, schema_name.encode())]
         if known is not None:
             headers.append((FINGERPRINT_HEADER, known.fingerprint.hex().encode()))
+        if self.signer is not None:
+            headers.extend(self.signer.headers(topic, value, schema_name))
         if topic != LIFECYCLE_TOPIC:
             self._produce(topic, key, value, headers)
             return

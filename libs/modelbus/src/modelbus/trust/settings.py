@@ -1,0 +1,80 @@
+"""Where this process's private key and the trusted public keys are (``MODELBUS_*``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from modelbus.trust.keys import (
+    ROLES,
+    TRUST_FILE,
+    load_private_key,
+    private_key_path,
+    read_trust_file,
+)
+from modelbus.trust.signing import Signer, SignerPerRole, TrustedKeys
+
+HOW_TO = (
+    "run `modelbus keys generate --dir DIR`, then set MODELBUS_SIGNING_KEY=DIR (or the "
+    "role's DIR/<role>.key.pem) and MODELBUS_TRUSTED_KEYS=DIR (or DIR/" + TRUST_FILE + ")"
+)
+
+
+class KeysMissing(RuntimeError):
+    """No key where one is needed: the message says how to make and name one."""
+
+
+class TrustSettings(BaseSettings):
+    """Signing keys. Env prefix ``MODELBUS_``."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELBUS_", extra="ignore")
+
+    signing_key: Path | None = Field(
+        default=None,
+        description="This process's Ed25519 private key (PEM), or a directory holding "
+        "<role>.key.pem per role, as `modelbus keys generate` writes it.",
+    )
+    trusted_keys: Path | None = Field(
+        default=None,
+        description="The trust file (JSON: role -> PEM public keys), or the directory holding "
+        f"{TRUST_FILE}.",
+    )
+
+
+def load_signer(role: str, settings: TrustSettings | None = None) -> Signer:
+    """``role``'s signer, from MODELBUS_SIGNING_KEY; KeysMissing when there is none."""
+    chosen = settings or TrustSettings()
+    if chosen.signing_key is None:
+        raise KeysMissing(f"no signing key for {role}: {HOW_TO}")
+    path = chosen.signing_key
+    if path.is_dir():
+        path = private_key_path(path, role)
+    if not path.is_file():
+        raise KeysMissing(f"signing key {path} for {role} does not exist: {HOW_TO}")
+    return Signer(role, load_private_key(path))
+
+
+def load_signers(directory: Path, roles: tuple[str, ...] = ROLES) -> SignerPerRole:
+    """Every role's signer from a key directory (tools and tests that act as each role)."""
+    return SignerPerRole(
+        {role: Signer(role, load_private_key(private_key_path(directory, role))) for role in roles}
+    )
+
+
+def load_trusted(settings: TrustSettings | None = None) -> TrustedKeys:
+    """The trusted public keys, from MODELBUS_TRUSTED_KEYS; KeysMissing when there are none."""
+    chosen = settings or TrustSettings()
+    if chosen.trusted_keys is None:
+        raise KeysMissing(f"no trusted public keys: {HOW_TO}")
+    return _trusted_from(chosen.trusted_keys)
+
+
+@lru_cache(maxsize=8)
+def _trusted_from(path: Path) -> TrustedKeys:
+    file = path / TRUST_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise KeysMissing(f"trust file {file} does not exist: {HOW_TO}")
+    return TrustedKeys(read_trust_file(file))
