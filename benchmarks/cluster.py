@@ -27,6 +27,7 @@ from typing import Any
 
 from benchmarks.common import write_result
 from modelbus.bus import LIFECYCLE_TOPIC, data_topic, ensure_topics, topic_specs
+from modelbus.bus.security import client_config
 from modelbus.bus.topics import describe_topics
 from modelbus.config import KafkaSettings
 from modelbus.events import types as t
@@ -121,7 +122,7 @@ def broker_loss(
     worker = start_worker(settings.bootstrap_servers, model)
     from confluent_kafka.admin import AdminClient
 
-    metadata = AdminClient({"bootstrap.servers": cluster.bootstrap}).list_topics(timeout=10)
+    metadata = AdminClient(client_config(cluster.bootstrap)).list_topics(timeout=10)
     victim = metadata.topics[LIFECYCLE_TOPIC].partitions[0].leader
     killed_at = restarted_at = 0.0
     try:

@@ -19,6 +19,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from benchmarks.common import write_result
 from modelbus.bus import ensure_topics
+from modelbus.bus.security import client_config
 from modelbus.bus.topics import TopicSpec
 from modelbus.config import KafkaSettings
 from modelbus.events import build_codec, example_event, new_meta
@@ -88,7 +89,7 @@ def codec_speed(repeats: int = 20_000) -> dict[str, Any]:
 
 
 def _fill(bootstrap: str, topic: str, payload: bytes, messages: int) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "all"})
+    producer = Producer({**client_config(bootstrap), "linger.ms": 20, "acks": "all"})
     for index in range(messages):
         while True:
             try:
@@ -110,14 +111,14 @@ def passthrough(
 
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **client_config(bootstrap),
             "group.id": f"bench-{run}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
         }
     )
-    producer_config: dict[str, Any] = {"bootstrap.servers": bootstrap, "linger.ms": 5}
+    producer_config: dict[str, Any] = {**client_config(bootstrap), "linger.ms": 5}
     if transactional:
         # As inference does: with the default 100 ms retry backoff, each transaction waits out
         # the broker's CONCURRENT_TRANSACTIONS answer while the previous markers are written.

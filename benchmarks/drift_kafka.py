@@ -24,6 +24,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
+from modelbus.bus.security import client_config
 from modelbus.bus.topics import data_topic
 from modelbus.config import KafkaSettings
 from modelbus.data import generate_credit
@@ -57,7 +58,7 @@ def monitor_throughput(events: int) -> dict[str, Any]:
             traffic.send(rows[:count], labels[:count], first=first)
         produced_s = time.perf_counter() - started
         group = f"test-monitor-{model}"  # the group start_monitor gives it
-        probe = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": group})
+        probe = Consumer({**client_config(settings.bootstrap_servers), "group.id": group})
         monitor = start_monitor(
             settings.bootstrap_servers, model, MODELBUS_MONITOR_IDLE_CLOSE_S="0.25"
         )

@@ -40,6 +40,7 @@ from confluent_kafka.admin import AdminClient
 from benchmarks.codec import passthrough
 from benchmarks.common import RESULTS, write_result
 from modelbus.bus.reading import follow_from_now
+from modelbus.bus.security import client_config
 from modelbus.bus.topics import data_topic
 from modelbus.config import KafkaSettings
 from modelbus.events import new_meta
@@ -213,7 +214,7 @@ def _drain_rate(
 
     counter = threading.Thread(target=count)
     counter.start()
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 20})
+    producer = Producer({**client_config(settings.bootstrap_servers), "linger.ms": 20})
     for key, value in backlog:
         while True:
             try:
@@ -284,7 +285,7 @@ def _paced_latency(
 
     thread = threading.Thread(target=read)
     thread.start()
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 1})
+    producer = Producer({**client_config(settings.bootstrap_servers), "linger.ms": 1})
     start = time.perf_counter()
     for index, (key, (head, tail)) in enumerate(zip(keys, parts, strict=True)):
         pause = start + index / rate_per_s - time.perf_counter()
@@ -387,7 +388,7 @@ def modelbus_end_to_end(
 
 def _wait_for_members(bootstrap: str, group: str, workers: int) -> None:
     """Measure only once every worker holds partitions (no rebalance mid-measurement)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         description = admin.describe_consumer_groups([group])[group].result()
@@ -564,7 +565,7 @@ def profile_worker(settings: KafkaSettings, artifact: dict[str, Any], backlog: i
     )
     worker.lifecycle.replay(30)
     worker.stream.start()
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 20})
+    producer = Producer({**client_config(settings.bootstrap_servers), "linger.ms": 20})
     for key, value in _encoded_requests(codec, model, backlog, "q"):
         while True:
             try:

@@ -22,6 +22,7 @@ from modelbus.audit import audit, tampered_artifacts
 from modelbus.bus import LIFECYCLE_TOPIC, Publisher, ensure_topics
 from modelbus.bus.chain import Link
 from modelbus.bus.reading import read_topic
+from modelbus.bus.security import client_config
 from modelbus.bus.topics import TopicSpec
 from modelbus.events import build_codec, new_meta
 from modelbus.events import types as t
@@ -102,7 +103,7 @@ def test_the_audit_command_exits_1_on_a_copy_of_the_log_with_an_event_removed(
     links = _links(kafka_settings.bootstrap_servers, model)
     copy_topic = f"modelbus.test.lifecycle-copy-{uuid.uuid4().hex[:8]}"
     ensure_topics(kafka_settings.bootstrap_servers, [TopicSpec(copy_topic, 1)])
-    producer = Producer({"bootstrap.servers": kafka_settings.bootstrap_servers})
+    producer = Producer(client_config(kafka_settings.bootstrap_servers))
     for link in (links[0], links[2]):
         producer.produce(copy_topic, link.value, link.key, headers=list(link.headers.items()))
     assert producer.flush(30) == 0

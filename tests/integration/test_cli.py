@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from modelbus.bus import LIFECYCLE_TOPIC
 from modelbus.bus.reading import read_events
+from modelbus.bus.security import client_config
 from modelbus.bus.topics import data_topic, topic_specs
 from modelbus.cli.main import app
 from modelbus.config import KafkaSettings
@@ -204,9 +205,7 @@ def test_topics_create_reports_each_topic_and_refuses_more_replicas_than_brokers
         "replication factor 3 is larger than the cluster (1 broker(s)); "
         "set MODELBUS_REPLICATION_FACTOR to at most 1 or add brokers"
     )
-    metadata = AdminClient({"bootstrap.servers": kafka_settings.bootstrap_servers}).list_topics(
-        timeout=30
-    )
+    metadata = AdminClient(client_config(kafka_settings.bootstrap_servers)).list_topics(timeout=30)
     assert not [name for name in metadata.topics if f"cli{unique}" in name]
 
 

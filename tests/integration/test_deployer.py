@@ -26,6 +26,7 @@ from confluent_kafka.admin import AdminClient
 
 from modelbus.bus import LIFECYCLE_TOPIC, data_topic
 from modelbus.bus.reading import read_events, read_topic
+from modelbus.bus.security import client_config
 from modelbus.bus.topics import shadow_topic
 from modelbus.cli.traffic import LiveTraffic
 from modelbus.events import types as t
@@ -225,7 +226,7 @@ def test_a_killed_deployer_is_replaced_by_its_standby_and_a_restart_resumes_the_
     group = f"test-deployer-{unique}"
     deployers = [lifecycle.processes[-1], start_deployer(bootstrap, model, group)]
     lifecycle.processes.append(deployers[1])
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     eventually(lambda: _members_holding(admin, group, members=2), timeout_s=60)
     publish_lifecycle(kafka_settings, codec, registered(model, 1, *packages[1]))
     lifecycle.wait_for(t.ModelPromoted, 1, timeout_s=60)

@@ -17,6 +17,7 @@ from confluent_kafka.admin import AdminClient
 from tenacity import retry, stop_after_delay, wait_fixed
 
 from modelbus.bus.reading import read_only_consumer, replay
+from modelbus.bus.security import client_config
 from modelbus.bus.topics import data_topic
 from modelbus.events import new_meta
 from modelbus.events import types as t
@@ -237,7 +238,7 @@ def test_mixed_stream_gives_results_for_good_requests_and_dead_letters_for_bad(
 
 def _group_members(bootstrap: str, group: str, *, expected: int) -> dict[str, list[int]]:
     """Member id -> assigned partitions, once ``expected`` members hold partitions."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
 
     @retry(stop=stop_after_delay(90), wait=wait_fixed(0.5), reraise=True)
     def poll() -> dict[str, list[int]]:

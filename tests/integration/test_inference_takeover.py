@@ -16,6 +16,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from modelbus.bus.reading import follow_from_now, read_only_consumer, replay
+from modelbus.bus.security import client_config
 from modelbus.bus.topics import data_topic
 from tests.support.broker import (
     RequestProducer,
@@ -40,7 +41,7 @@ def _serve(kafka_settings, model: str, package: tuple[Path, str]) -> None:  # ty
 
 def _members(bootstrap: str, group: str) -> dict[str, list[int]]:
     """Group instance id -> partitions it holds now."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     description = admin.describe_consumer_groups([group])[group].result()
     return {
         str(m.group_instance_id): sorted(tp.partition for tp in m.assignment.topic_partitions)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from modelbus.bus.security import client_config
 from modelbus.config import KafkaSettings
 
 pytestmark = pytest.mark.integration
@@ -32,9 +33,7 @@ def test_the_suite_talks_to_a_broker_other_than_the_users(kafka_bootstrap: str) 
     assert kafka_bootstrap != USER_BOOTSTRAP
     assert all(_port(address) != user_port for address in kafka_bootstrap.split(","))
     # Same host and port is not the only way in: the cluster itself must be another one.
-    cluster_id = (
-        AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10).cluster_id
-    )
+    cluster_id = AdminClient(client_config(kafka_bootstrap)).list_topics(timeout=10).cluster_id
     users = REPO / ".run" / f"kafka-{user_port}" / "cluster.id"
     if users.exists():  # the user's broker's identity, read from its folder, never asked
         assert cluster_id != users.read_text().strip()

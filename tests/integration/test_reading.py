@@ -18,6 +18,7 @@ from modelbus.bus.reading import (
     read_ranges,
     read_topic,
 )
+from modelbus.bus.security import client_config
 from modelbus.bus.topics import TopicSpec
 from modelbus.config import KafkaSettings
 from modelbus.events import build_codec, example_event, new_meta
@@ -33,7 +34,7 @@ def _topic(settings: KafkaSettings, name: str) -> str:
 
 
 def _transaction(bootstrap: str, topic: str, values: list[bytes], *, commit: bool) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": str(uuid.uuid4())})
+    producer = Producer({**client_config(bootstrap), "transactional.id": str(uuid.uuid4())})
     producer.init_transactions()
     producer.begin_transaction()
     for value in values:
@@ -106,7 +107,7 @@ def test_events_of_one_key_are_decoded_and_an_undecodable_one_is_reported_not_ra
     publisher.publish(mine, topic=topic, key="mine")
     publisher.publish(other, topic=topic, key="other")
     publisher.flush()
-    garbage = Producer({"bootstrap.servers": bootstrap})
+    garbage = Producer(client_config(bootstrap))
     garbage.produce(topic, b"\xc3\x01not-avro", b"mine")
     assert garbage.flush(30) == 0
 
@@ -130,7 +131,7 @@ def test_a_follower_sees_only_what_is_produced_after_it_starts(
 ) -> None:
     bootstrap = kafka_settings.bootstrap_servers
     topic = _topic(kafka_settings, f"test.reading.follow.{unique}")
-    producer = Producer({"bootstrap.servers": bootstrap})
+    producer = Producer(client_config(bootstrap))
     producer.produce(topic, b"before", b"k")
     assert producer.flush(30) == 0
     follower = follow_from_now(bootstrap, topic, purpose="test-follow")

@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, TopicPartition
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from modelbus.bus import LIFECYCLE_TOPIC, Publisher, data_topic, kafka_schema_store
+from modelbus.bus.security import client_config
 from modelbus.data import file_sha256, generate_credit
 from modelbus.events import build_codec, load_contract, new_meta
 from modelbus.events import types as t
@@ -42,7 +43,7 @@ class LifecycleWatch:
     def __init__(self, bootstrap_servers: str, codec) -> None:
         self.codec = codec
         self.consumer = Consumer(
-            {"bootstrap.servers": bootstrap_servers, "group.id": f"watch-{uuid.uuid4()}",
+            {**client_config(bootstrap_servers), "group.id": f"watch-{uuid.uuid4()}",
              "enable.auto.commit": False}
         )  # fmt: skip
         _, high = self.consumer.get_watermark_offsets(TopicPartition(LIFECYCLE_TOPIC, 0), 10)
@@ -116,7 +117,7 @@ def _publish_production_data(publisher: Publisher, tag: str) -> list[dict]:
 
 
 def _watermarks(bootstrap_servers: str, topic: str) -> dict[int, tuple[int, int]]:
-    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": f"w-{uuid.uuid4()}"})
+    consumer = Consumer({**client_config(bootstrap_servers), "group.id": f"w-{uuid.uuid4()}"})
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), 10) for p in partitions}

@@ -22,6 +22,7 @@ from confluent_kafka.admin import AdminClient
 from modelbus.bus import LIFECYCLE_TOPIC, Publisher, ensure_topics, topic_specs
 from modelbus.bus.reading import end_offsets, read_events, read_only_consumer
 from modelbus.bus.schema_topic import kafka_schema_store
+from modelbus.bus.security import client_config
 from modelbus.bus.topics import data_topic
 from modelbus.config import KafkaSettings
 from modelbus.events import Codec, GenericRecord, build_codec, new_meta
@@ -73,7 +74,7 @@ class RequestProducer:
         # requests (which would rightly get two results).
         self.producer = Producer(
             {
-                "bootstrap.servers": settings.bootstrap_servers,
+                **client_config(settings.bootstrap_servers),
                 "linger.ms": 5,
                 "enable.idempotence": idempotent,
             }
@@ -150,7 +151,7 @@ def lifecycle_events(bootstrap: str, codec: Codec, model: str, kinds: tuple[type
 
 def start_at_log_end(bootstrap_servers: str, group_id: str) -> None:
     """Commit ``group_id`` at the lifecycle log's current end, so history before now is skipped."""
-    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": group_id})
+    consumer = Consumer({**client_config(bootstrap_servers), "group.id": group_id})
     try:
         ends = end_offsets(consumer, LIFECYCLE_TOPIC)
         consumer.commit(
@@ -233,7 +234,7 @@ class DedicatedKafka:
 
     def leader_of(self, topic: str, partition: int = 0) -> int:
         """The node id leading ``topic``'s ``partition``."""
-        metadata = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(topic, timeout=10)
+        metadata = AdminClient(client_config(self.bootstrap)).list_topics(topic, timeout=10)
         return int(metadata.topics[topic].partitions[partition].leader)
 
     def transaction_coordinator(self, transactional_id: str) -> int:
@@ -244,7 +245,7 @@ class DedicatedKafka:
         for char in transactional_id:
             code = (31 * code + ord(char)) & 0xFFFFFFFF
         code = code - (1 << 32) if code >= 1 << 31 else code
-        partitions = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(
+        partitions = AdminClient(client_config(self.bootstrap)).list_topics(
             "__transaction_state", timeout=15
         )
         state = partitions.topics["__transaction_state"].partitions

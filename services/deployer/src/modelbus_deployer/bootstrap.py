@@ -8,6 +8,7 @@ from confluent_kafka import Consumer
 
 from modelbus.bus import Publisher, kafka_schema_store
 from modelbus.bus.reading import read_only_consumer
+from modelbus.bus.security import client_config
 from modelbus.events import build_codec
 from modelbus.events.meta import producer_id
 from modelbus_deployer.config import Settings
@@ -22,7 +23,7 @@ def bootstrap(settings: Settings) -> DeployerLoop:
     producer = producer_id("deployer")
     lifecycle = Consumer(
         {
-            "bootstrap.servers": kafka.bootstrap_servers,
+            **client_config(kafka.bootstrap_servers),
             "group.id": settings.group_id,
             "enable.auto.commit": False,
             "isolation.level": "read_committed",

@@ -7,6 +7,7 @@ import threading
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from modelbus.bus.security import client_config
 from modelbus.bus.topics import data_topic
 from modelbus_inference.config import Settings
 from modelbus_inference.predict import BatchPredictor, Incoming
@@ -19,7 +20,7 @@ log = structlog.get_logger(__name__)
 def consumer_config(settings: Settings) -> dict[str, object]:
     """The requests consumer: static member of the model's group, reading committed data only."""
     return {
-        "bootstrap.servers": settings.kafka.bootstrap_servers,
+        **client_config(settings.kafka.bootstrap_servers),
         "group.id": settings.consumer_group,
         # Static membership: a restarted worker takes its slot back with no rebalance.
         "group.instance.id": settings.worker_name,
@@ -35,7 +36,7 @@ def consumer_config(settings: Settings) -> dict[str, object]:
 def producer_config(settings: Settings) -> dict[str, object]:
     """The transactional producer; its id is stable per worker slot so a restart fences a zombie."""
     return {
-        "bootstrap.servers": settings.kafka.bootstrap_servers,
+        **client_config(settings.kafka.bootstrap_servers),
         "transactional.id": settings.worker_name,
         "transaction.timeout.ms": settings.transaction_timeout_ms,
         "enable.idempotence": True,

@@ -11,6 +11,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from modelbus.bus import HEALTH_TOPIC, LIFECYCLE_TOPIC, Publisher, kafka_schema_store
 from modelbus.bus.reading import end_offsets, read_only_consumer, read_ranges
+from modelbus.bus.security import client_config
 from modelbus.events import Codec, CodecError, build_codec
 from modelbus.events.meta import now_utc, producer_id
 from modelbus.service import inject
@@ -131,7 +132,7 @@ def bootstrap(settings: Settings) -> Monitor:
     ingest = Ingest(monitors, handlers, producer=producer, now=now_utc)  # type: ignore[arg-type]
     consumer = Consumer(
         {
-            "bootstrap.servers": kafka.bootstrap_servers,
+            **client_config(kafka.bootstrap_servers),
             "group.id": settings.group_id,
             "enable.auto.commit": False,
             "isolation.level": "read_committed",

@@ -19,6 +19,7 @@ import structlog
 from confluent_kafka import Consumer, TopicPartition
 
 from modelbus.bus import LIFECYCLE_TOPIC
+from modelbus.bus.security import client_config
 
 log = structlog.get_logger(__name__)
 
@@ -30,7 +31,7 @@ class Lease:
         self.group = f"{group_id}-lease"
         self.consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap_servers,
+                **client_config(bootstrap_servers),
                 "group.id": self.group,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "latest",

@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from modelbus.bus.chain import Chain
 from modelbus.bus.dispatch import Dispatcher
 from modelbus.bus.envelope import FINGERPRINT_HEADER, TYPE_HEADER, Envelope, headers_to_dict
+from modelbus.bus.security import aiokafka_options
 from modelbus.bus.topics import LIFECYCLE_TOPIC, SCHEMAS_TOPIC, dlq_topic_for, route
 from modelbus.config import KafkaSettings
 from modelbus.events import Codec, SchemaStore
@@ -34,6 +35,7 @@ class AsyncPublisher:
         self.signer = signer
         self.producer = AIOKafkaProducer(
             bootstrap_servers=settings.bootstrap_servers,
+            **aiokafka_options(),
             client_id=client_id,
             enable_idempotence=True,
             linger_ms=5,
@@ -98,6 +100,7 @@ class AsyncConsumerLoop:
         self.consumer = AIOKafkaConsumer(
             *topics,
             bootstrap_servers=settings.bootstrap_servers,
+            **aiokafka_options(),
             group_id=group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest" if from_beginning else "latest",

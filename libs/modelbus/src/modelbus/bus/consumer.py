@@ -12,6 +12,7 @@ from confluent_kafka import Consumer, KafkaException
 from modelbus.bus.dispatch import Dispatcher
 from modelbus.bus.envelope import from_confluent
 from modelbus.bus.publisher import Publisher
+from modelbus.bus.security import client_config
 from modelbus.bus.topics import dlq_topic_for
 from modelbus.config import KafkaSettings
 
@@ -43,7 +44,7 @@ class ConsumerLoop:
         self.batch_size = batch_size
         self.consumer = Consumer(
             {
-                "bootstrap.servers": settings.bootstrap_servers,
+                **client_config(settings.bootstrap_servers),
                 "group.id": group_id,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest" if from_beginning else "latest",

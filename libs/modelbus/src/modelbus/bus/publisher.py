@@ -9,6 +9,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from modelbus.bus.chain import Chain
 from modelbus.bus.envelope import FINGERPRINT_HEADER, TYPE_HEADER
+from modelbus.bus.security import client_config
 from modelbus.bus.topics import LIFECYCLE_TOPIC, SCHEMAS_TOPIC, route
 from modelbus.config import KafkaSettings
 from modelbus.events import Codec, KnownSchema, SchemaStore
@@ -48,7 +49,7 @@ class Publisher:
         self.signer = signer
         self.producer = Producer(
             {
-                "bootstrap.servers": settings.bootstrap_servers,
+                **client_config(settings.bootstrap_servers),
                 "client.id": client_id,
                 "enable.idempotence": True,
                 "linger.ms": 5,

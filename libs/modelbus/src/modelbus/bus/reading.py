@@ -14,6 +14,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from modelbus.bus.envelope import Envelope, from_confluent
+from modelbus.bus.security import client_config
 from modelbus.events import Codec, CodecError
 
 OnUndecodable = Callable[[Envelope, CodecError], None]
@@ -28,7 +29,7 @@ def read_only_consumer(
     """
     return Consumer(
         {
-            "bootstrap.servers": bootstrap_servers,
+            **client_config(bootstrap_servers),
             "group.id": f"modelbus-{purpose}-{uuid.uuid4()}",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",

@@ -8,6 +8,7 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from modelbus.bus.security import client_config
 from modelbus.config import KafkaSettings
 from modelbus.events import types as t
 from modelbus.events.meta import LIFECYCLE_EVENTS
@@ -164,7 +165,7 @@ def ensure_topics(
     Durability follows ``plan_durability`` for the number of brokers the cluster has now;
     DurabilityError names the fix when the cluster is too small for what is asked.
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    admin = AdminClient(client_config(bootstrap_servers))
     metadata = admin.list_topics(timeout=timeout_s)
     existing = set(metadata.topics)
     missing = [spec for spec in specs if spec.name not in existing]
@@ -206,7 +207,7 @@ def _wait_until_served(bootstrap_servers: str, topics: list[str], timeout_s: flo
         return
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-    probe = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "modelbus-topic-probe"})
+    probe = Consumer({**client_config(bootstrap_servers), "group.id": "modelbus-topic-probe"})
     deadline = time.monotonic() + timeout_s
     try:
         pending = list(topics)
@@ -248,7 +249,7 @@ def describe_topics(bootstrap_servers: str, names: list[str], timeout_s: float =
     """name -> (partitions, replication factor, min.insync.replicas) of existing topics."""
     from confluent_kafka.admin import ConfigResource
 
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    admin = AdminClient(client_config(bootstrap_servers))
     metadata = admin.list_topics(timeout=timeout_s)
     present = [name for name in names if name in metadata.topics]
     resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in present]

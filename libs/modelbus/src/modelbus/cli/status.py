@@ -8,6 +8,7 @@ from typing import Any
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from modelbus.bus.security import client_config
 from modelbus.events import types as t
 
 
@@ -50,14 +51,14 @@ def fold_serving(events: list[Any]) -> dict[str, Serving]:
 
 def consumer_lag(bootstrap_servers: str, timeout_s: float = 10.0) -> dict[str, int]:
     """Messages behind the end of their topics, per consumer group (committed offsets)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    admin = AdminClient(client_config(bootstrap_servers))
     listed = admin.list_consumer_groups(request_timeout=timeout_s).result()
     groups = sorted(g.group_id for g in listed.valid)
     if not groups:
         return {}
     from confluent_kafka import Consumer
 
-    probe = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "modelbus-status-probe"})
+    probe = Consumer({**client_config(bootstrap_servers), "group.id": "modelbus-status-probe"})
     lag: dict[str, int] = {}
     try:
         for group in groups:
