@@ -9,9 +9,15 @@
 #   kafka.sh stop-broker ID   stop node ID gracefully (SIGTERM)   } a cluster's fault drills;
 #   kafka.sh kill-broker ID   kill node ID at once (SIGKILL)      } `up` starts stopped nodes
 #   kafka.sh start-broker ID  start node ID again                 } again
+#   kafka.sh credentials NAME print the path of principal NAME's env file (security on)
 #
 # Settings (environment): KAFKA_PORT (19092), KAFKA_CONTROLLER_PORT (KAFKA_PORT + 1),
-# KAFKA_BROKERS (1), MODELBUS_RUN_DIR (<repo>/.run), KAFKA_START_TIMEOUT_S (60), KAFKA_HEAP (512m).
+# KAFKA_BROKERS (1), MODELBUS_RUN_DIR (<repo>/.run), KAFKA_START_TIMEOUT_S (60), KAFKA_HEAP (512m),
+# KAFKA_SECURITY (none | sasl | sasl_ssl): with sasl, clients and brokers authenticate with
+# SCRAM-SHA-512 and KRaft's StandardAuthorizer denies whatever no ACL allows; sasl_ssl adds TLS
+# with a CA of the run directory's own. Each principal (admin, registry, trainer, deployer,
+# inference, monitor, client) gets a random password at first `up`, kept under
+# <run dir>/credentials/ (mode 600): NAME.env to source, NAME.properties for Kafka's tools.
 # Node i of a cluster listens on KAFKA_PORT + 2(i-1) (clients) and the port after it (controller);
 # bootstrap servers: 127.0.0.1:KAFKA_PORT,127.0.0.1:KAFKA_PORT+2,...
 set -euo pipefail
@@ -23,6 +29,10 @@ brokers="${KAFKA_BROKERS:-1}"
 run_dir="${MODELBUS_RUN_DIR:-$repo/.run}/kafka-$port"
 timeout_s="${KAFKA_START_TIMEOUT_S:-60}"
 classpath="$here/libs/*"
+security="${KAFKA_SECURITY:-none}"
+secrets_dir="$run_dir/credentials"
+tls_dir="$run_dir/tls"
+principals=(admin registry trainer deployer inference monitor client)
 
 say() { echo "kafka: $*" >&2; }
 
@@ -42,8 +52,73 @@ bootstrap() {
 }
 
 answers() {
+  local auth=()
+  if secure; then auth=(--command-config "$secrets_dir/admin.properties"); fi
   java -cp "$classpath" -Dlog4j2.configurationFile="$here/log4j2.yaml" \
-    org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$(node_port "$1")" --list >/dev/null 2>&1
+    org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$(node_port "$1")" "${auth[@]}" \
+    --list >/dev/null 2>&1
+}
+
+secure() { [[ "$security" != none ]]; }
+client_protocol() { if [[ "$security" == sasl_ssl ]]; then echo SASL_SSL; else echo SASL_PLAINTEXT; fi; }
+password_of() { sed -n "s/^$1=//p" "$secrets_dir/passwords"; }
+
+check_security() {
+  case "$security" in
+    none | sasl | sasl_ssl) ;;
+    *) say "KAFKA_SECURITY is none, sasl or sasl_ssl (not '$security')"; exit 2 ;;
+  esac
+}
+
+# A CA of this run directory's own and a broker certificate for 127.0.0.1/localhost it signs.
+make_tls() {
+  [[ -f "$tls_dir/broker.pem" ]] && return 0
+  mkdir -p "$tls_dir"
+  local quiet="$tls_dir/openssl.log"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 825 \
+    -subj "/CN=modelbus local CA" -keyout "$tls_dir/ca.key" -out "$tls_dir/ca.pem" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>>"$quiet"
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$tls_dir/broker.key" -out "$tls_dir/broker.csr" 2>>"$quiet"
+  openssl x509 -req -in "$tls_dir/broker.csr" -CA "$tls_dir/ca.pem" -CAkey "$tls_dir/ca.key" \
+    -CAcreateserial -days 825 -out "$tls_dir/broker.crt" 2>>"$quiet" \
+    -extfile <(printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n')
+  cat "$tls_dir/broker.key" "$tls_dir/broker.crt" >"$tls_dir/broker.pem"
+  chmod 644 "$tls_dir/ca.pem"
+}
+
+# Random passwords, made once per run directory (never committed, never a default), and for
+# each principal an env file for modelbus and a properties file for Kafka's own tools.
+make_credentials() {
+  local name password protocol
+  protocol="$(client_protocol)"
+  umask 077
+  mkdir -p "$secrets_dir"
+  if [[ ! -f "$secrets_dir/passwords" ]]; then
+    for name in "${principals[@]}"; do echo "$name=$(openssl rand -hex 24)"; done >"$secrets_dir/passwords"
+  fi
+  if [[ "$security" == sasl_ssl ]]; then make_tls; fi
+  for name in "${principals[@]}"; do
+    password="$(password_of "$name")"
+    {
+      echo "export MODELBUS_BOOTSTRAP_SERVERS=$(bootstrap)"
+      echo "export MODELBUS_KAFKA_SECURITY_PROTOCOL=$protocol"
+      echo "export MODELBUS_KAFKA_SASL_MECHANISM=SCRAM-SHA-512"
+      echo "export MODELBUS_KAFKA_SASL_USERNAME=$name"
+      echo "export MODELBUS_KAFKA_SASL_PASSWORD=$password"
+      if [[ "$security" == sasl_ssl ]]; then echo "export MODELBUS_KAFKA_SSL_CA_LOCATION=$tls_dir/ca.pem"; fi
+    } >"$secrets_dir/$name.env"
+    {
+      echo "security.protocol=$protocol"
+      echo "sasl.mechanism=SCRAM-SHA-512"
+      echo "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"$name\" password=\"$password\";"
+      if [[ "$security" == sasl_ssl ]]; then
+        echo "ssl.truststore.type=PEM"
+        echo "ssl.truststore.location=$tls_dir/ca.pem"
+      fi
+    } >"$secrets_dir/$name.properties"
+  done
+  umask 022
 }
 
 setup() {
@@ -64,10 +139,22 @@ configure() {
   replication=$((brokers >= 3 ? 3 : 1))
   min_isr=$((brokers >= 3 ? 2 : 1))
   mkdir -p "$dir"
+  if secure; then umask 077; fi  # server.properties then holds the admin password
   sed -e "s|@NODE_ID@|$id|g" -e "s|@VOTERS@|$voters|g" -e "s|@PORT@|$(node_port "$id")|g" \
     -e "s|@CONTROLLER_PORT@|$(controller_port "$id")|g" -e "s|@DATA_DIR@|$dir/data|g" \
     -e "s|@REPLICATION@|$replication|g" -e "s|@MIN_ISR@|$min_isr|g" \
     "$here/server.properties.template" >"$dir/server.properties"
+  if secure; then
+    local protocol
+    protocol="$(client_protocol)"
+    sed -e "s|@PROTO@|$protocol|g" -e "s|@LISTENER@|${protocol,,}|g" -e "s|@PORT@|$(node_port "$id")|g" \
+      -e "s|@CONTROLLER_PORT@|$(controller_port "$id")|g" -e "s|@ADMIN_PASSWORD@|$(password_of admin)|g" \
+      "$here/server.sasl.properties.template" >>"$dir/server.properties"
+    if [[ "$security" == sasl_ssl ]]; then
+      sed -e "s|@TLS_DIR@|$tls_dir|g" "$here/server.tls.properties.template" >>"$dir/server.properties"
+    fi
+    umask 022
+  fi
 }
 
 format_storage() {
@@ -76,12 +163,25 @@ format_storage() {
   mkdir -p "$run_dir"
   [[ -f "$cluster_id_file" ]] || java -cp "$classpath" kafka.tools.StorageTool random-uuid >"$cluster_id_file"
   cluster_id="$(cat "$cluster_id_file")"
+  local scram=() name
+  if secure; then
+    make_credentials
+    for name in "${principals[@]}"; do
+      scram+=(--add-scram "SCRAM-SHA-512=[name=$name,password=$(password_of "$name")]")
+    done
+  fi
   for id in $(seq 1 "$brokers"); do
     configure "$id"
     if [[ ! -f "$(node_dir "$id")/data/meta.properties" ]]; then
       java -cp "$classpath" -Dlog4j2.configurationFile="$here/log4j2.yaml" kafka.tools.StorageTool format \
-        --ignore-formatted -t "$cluster_id" -c "$(node_dir "$id")/server.properties" >>"$(log_file "$id")" 2>&1 \
+        --ignore-formatted -t "$cluster_id" -c "$(node_dir "$id")/server.properties" "${scram[@]}" \
+        >>"$(log_file "$id")" 2>&1 \
         || { say "formatting storage of node $id failed:"; tail -n 30 "$(log_file "$id")" >&2; exit 1; }
+      if secure; then touch "$(node_dir "$id")/data/scram-credentials"; fi
+    elif secure && [[ ! -f "$(node_dir "$id")/data/scram-credentials" ]]; then
+      say "node $id's storage was formatted with security off, so it holds no SCRAM credentials;"
+      say "start it with KAFKA_SECURITY=none, or remove $run_dir (its data too) and run up again"
+      exit 1
     fi
   done
 }
@@ -115,6 +215,7 @@ wait_until_answers() {
 }
 
 up() {
+  check_security
   setup
   local id all_running=1
   for id in $(seq 1 "$brokers"); do running "$id" || all_running=0; done
@@ -203,8 +304,12 @@ case "${1:-}" in
   down) down ;;
   status) status ;;
   bootstrap) bootstrap ;;
+  credentials)
+    [[ " ${principals[*]} " == *" ${2:-} "* ]] || { say "name one of: ${principals[*]}"; exit 2; }
+    [[ -f "$secrets_dir/$2.env" ]] || { say "no credentials under $secrets_dir (KAFKA_SECURITY=sasl ... up makes them)"; exit 1; }
+    echo "$secrets_dir/$2.env" ;;
   stop-broker) id="$(node_arg "${2:-}")"; stop_node "$id" TERM || say "node $id was not running" ;;
   kill-broker) id="$(node_arg "${2:-}")"; stop_node "$id" KILL || say "node $id was not running" ;;
   start-broker) id="$(node_arg "${2:-}")"; start_node "$id"; wait_until_answers "$id"; say "node $id ready" ;;
-  *) echo "usage: $0 {setup|up|down|status|bootstrap|stop-broker ID|kill-broker ID|start-broker ID}" >&2; exit 2 ;;
+  *) echo "usage: $0 {setup|up|down|status|bootstrap|credentials NAME|stop-broker ID|kill-broker ID|start-broker ID}" >&2; exit 2 ;;
 esac
