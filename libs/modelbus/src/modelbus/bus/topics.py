@@ -152,6 +152,17 @@ def topic_specs(models: list[str], *, data_partitions: int, retention_ms: int) -
     return specs
 
 
+class TopicCreationRefused(PermissionError):
+    """A topic is missing and this principal may not create it (security on)."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(
+            f"topic {topic} does not exist and this principal may not create topics: create "
+            "them as admin first (`modelbus topics create` with <run dir>/credentials/admin.env "
+            "sourced)"
+        )
+
+
 def ensure_topics(
     bootstrap_servers: str,
     specs: list[TopicSpec],
@@ -191,6 +202,8 @@ def ensure_topics(
             future.result()
             created.append(name)
         except Exception as error:
+            if "AUTHORIZATION_FAILED" in str(error):
+                raise TopicCreationRefused(name) from error
             if "TOPIC_ALREADY_EXISTS" not in str(error):
                 raise
     _wait_until_served(bootstrap_servers, created, timeout_s)

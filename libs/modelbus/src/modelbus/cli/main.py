@@ -16,6 +16,7 @@ from rich.table import Table
 
 from modelbus.bus import LIFECYCLE_TOPIC, Publisher, ensure_topics, topic_specs
 from modelbus.bus.reading import read_topic
+from modelbus.cli.acls import acls_app
 from modelbus.cli.audits import audit_app, replay
 from modelbus.cli.context import cli_codec, cli_settings, lifecycle_events
 from modelbus.cli.processes import ServiceProcess
@@ -33,6 +34,7 @@ events_app = typer.Typer(help="Read events off the bus.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(events_app, name="events")
 app.add_typer(audit_app, name="audit")
+app.add_typer(acls_app, name="acls")
 app.command("replay")(replay)
 console = Console()
 
