@@ -15,6 +15,10 @@ DEMO_RUN_DIR ?= $(CURDIR)/.run/demo
 DEMO_KAFKA := KAFKA_PORT=$(DEMO_KAFKA_PORT) MODELBUS_RUN_DIR=$(DEMO_RUN_DIR) infra/kafka/kafka.sh
 DEMO_ARGS ?=
 export MODELBUS_BOOTSTRAP_SERVERS ?= 127.0.0.1:$(KAFKA_PORT)
+# Signing keys (one Ed25519 pair per role), made by `make setup` when missing; never committed.
+KEYS_DIR ?= $(CURDIR)/.run/keys
+export MODELBUS_SIGNING_KEY ?= $(KEYS_DIR)
+export MODELBUS_TRUSTED_KEYS ?= $(KEYS_DIR)
 UV ?= uv
 PYTEST := $(UV) run --frozen pytest
 
@@ -27,6 +31,7 @@ setup: ## install Python deps from uv.lock and the Kafka jars from Maven Central
 	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
 	$(UV) sync --frozen --all-packages
 	infra/kafka/kafka.sh setup
+	test -f $(KEYS_DIR)/trusted-keys.json || $(UV) run --frozen modelbus keys generate --dir $(KEYS_DIR)
 
 kafka-up: ## start the native Kafka broker, or a cluster with KAFKA_BROKERS=3 (reuses a running one)
 	KAFKA_PORT=$(KAFKA_PORT) KAFKA_BROKERS=$(KAFKA_BROKERS) infra/kafka/kafka.sh up

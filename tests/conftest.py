@@ -31,6 +31,14 @@ def _docker_answers() -> bool:
         return False
 
 
+@pytest.fixture(scope="session", autouse=True)
+def signing_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A throwaway key per role, named in the environment every service subprocess inherits."""
+    from tests.support.signing import ensure_test_keys
+
+    return ensure_test_keys(tmp_path_factory.mktemp("keys"))
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """host:port of a real Kafka broker."""

@@ -22,6 +22,8 @@ from modelbus.packaging import (
     package_sha256,
     write_package,
 )
+from modelbus.trust import sign_manifest
+from tests.support.signing import signer
 
 CONTRACT = "credit"
 TYPED_REQUEST = "modelbus.models.credit.PredictionRequest"
@@ -124,6 +126,11 @@ def make_package(directory: Path, model: str, *, seed: int = 7) -> str:
     return package_sha256(directory)
 
 
+def resign_manifest(directory: Path) -> None:
+    """Sign an edited manifest with the test trainer key, as a trainer that wrote it would."""
+    sign_manifest(directory, signer("trainer"))
+
+
 def untrained_package(
     directory: Path, rows: list[dict], labels: list[int], *, runtime: str = "torch-mlp", **extra
 ) -> tuple[Path, Preprocessor]:
@@ -175,5 +182,6 @@ def _write(
         preprocessor=preprocessor,
         runtime=runtime,
         profile=build_profile(rows, contract, labels=labels),
+        signer=signer("trainer"),
         **fields,
     )

@@ -11,7 +11,7 @@ import pytest
 from modelbus.packaging import package_sha256
 from modelbus_inference.domain import Registration
 from modelbus_inference.loading import LoadFailed, load_packaged_model
-from tests.support.packages import build_credit_package, credit_contract
+from tests.support.packages import build_credit_package, credit_contract, resign_manifest
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +65,7 @@ def test_another_torch_minor_is_refused_with_the_versions(package: Path, tmp_pat
     manifest["environment"]["packages"]["torch"] = "2.9.0"
     manifest["environment"]["lock_sha256"] = "f" * 64
     (copy / "manifest.json").write_text(json.dumps(manifest))
+    resign_manifest(copy)  # as a trainer on that other torch would have signed it
     with pytest.raises(LoadFailed, match=r"torch 2\.9 != "):
         _load(copy)
     with pytest.raises(LoadFailed, match=r"uv\.lock"):

@@ -35,8 +35,8 @@ def test_a_written_package_verifies_and_describes_itself(tmp_path, credit_rows) 
     directory, _ = untrained_package(tmp_path / "pkg", *credit_rows)
     manifest = verify_package(directory)
     assert sorted(p.name for p in directory.iterdir()) == [
-        "architecture.json", "manifest.json", "preprocessing.json", "profile.json",
-        "weights.safetensors",
+        "architecture.json", "manifest.json", "manifest.sig", "preprocessing.json",
+        "profile.json", "weights.safetensors",
     ]  # fmt: skip
     assert manifest.name == "credit"
     assert manifest.runtime == "torch-mlp"

@@ -11,6 +11,7 @@ from modelbus.bus.reading import read_only_consumer
 from modelbus.bus.security import client_config
 from modelbus.events import build_codec
 from modelbus.events.meta import producer_id
+from modelbus.trust import load_signer
 from modelbus_deployer.config import Settings
 from modelbus_deployer.domain import Deployer
 from modelbus_deployer.stream import DeployerLoop
@@ -21,6 +22,7 @@ def bootstrap(settings: Settings) -> DeployerLoop:
     kafka = settings.kafka
     codec = build_codec(kafka_schema_store(kafka.bootstrap_servers))
     producer = producer_id("deployer")
+    signer = load_signer("deployer")  # refuse to start without keys: it signs TrafficShifted
     lifecycle = Consumer(
         {
             **client_config(kafka.bootstrap_servers),
@@ -44,6 +46,7 @@ def bootstrap(settings: Settings) -> DeployerLoop:
             codec,
             client_id=producer,
             extra_config={"transactional.id": f"{settings.group_id}-decisions"},
+            signer=signer,
         )
 
     pattern = re.compile(settings.models_pattern)

@@ -14,6 +14,7 @@ from modelbus.bus import Dispatcher, Publisher, kafka_schema_store
 from modelbus.events import build_codec, load_contract
 from modelbus.events.meta import producer_id
 from modelbus.service import inject
+from modelbus.trust import load_trusted
 from modelbus_inference.api import create_app
 from modelbus_inference.config import Settings
 from modelbus_inference.handlers import EVENT_HANDLERS
@@ -109,7 +110,10 @@ def bootstrap(settings: Settings) -> Worker:
     predictor = BatchPredictor(
         model=settings.model, decoder=decoder, codec=codec, producer=worker_id, metrics=metrics
     )
-    dispatcher = Dispatcher(codec, inject(EVENT_HANDLERS, {"models": models}), producer=worker_id)
+    trusted = load_trusted()  # refuse to start without keys: decisions must be signed
+    dispatcher = Dispatcher(
+        codec, inject(EVENT_HANDLERS, {"models": models}), producer=worker_id, trusted=trusted
+    )
     http_server = None
     if settings.http_port:
         app = create_app(settings.model, models, ContractFields(contract), metrics)
@@ -125,7 +129,9 @@ def bootstrap(settings: Settings) -> Worker:
         settings=settings,
         models=models,
         metrics=metrics,
-        lifecycle=LifecycleFollower(kafka.bootstrap_servers, codec, models, dispatcher, publisher),
+        lifecycle=LifecycleFollower(
+            kafka.bootstrap_servers, codec, models, dispatcher, publisher, trusted
+        ),
         stream=StreamLoop(settings, predictor, models),
         http_server=http_server,
     )

@@ -1,4 +1,8 @@
-"""Following modelbus.lifecycle: replay it from the start, then handle what comes next."""
+"""Following modelbus.lifecycle: replay it from the start, then handle what comes next.
+
+Only decisions signed by their role count: at replay an unsigned or wrongly signed one is
+skipped; live, it is also dead-lettered with the reason (by the workers of its model).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,12 @@ import threading
 import structlog
 
 from modelbus.bus import LIFECYCLE_TOPIC, Dispatcher, EventPublisher
-from modelbus.bus.envelope import from_confluent
+from modelbus.bus.envelope import Envelope, from_confluent
 from modelbus.bus.reading import read_only_consumer
 from modelbus.bus.reading import replay as replay_topic
+from modelbus.bus.topics import dlq_topic_for
 from modelbus.events import Codec, CodecError, GenericRecord
+from modelbus.trust import SIGNATURE_ERRORS, TrustedKeys, check_event
 from modelbus_inference.handlers import replay
 from modelbus_inference.serving import ModelManager
 
@@ -27,7 +33,9 @@ class LifecycleFollower:
         models: ModelManager,
         dispatcher: Dispatcher,
         publisher: EventPublisher,
+        trusted: TrustedKeys,
     ) -> None:
+        self.trusted = trusted
         self.codec = codec
         self.models = models
         self.dispatcher = dispatcher
@@ -42,7 +50,7 @@ class LifecycleFollower:
             read += 1
             try:
                 event = self.codec.decode(envelope.value or b"", where=envelope.where)
-                if not isinstance(event, GenericRecord):
+                if not isinstance(event, GenericRecord) and self._trusted(event, envelope):
                     replay(event, self.models)
             except (CodecError, ValueError) as error:
                 log.warning("skipping an unreadable lifecycle event", error=str(error))
@@ -62,12 +70,31 @@ class LifecycleFollower:
                 message = self.consumer.poll(0.2)
                 if message is None or message.error():
                     continue
-                outcome = self.dispatcher.dispatch(from_confluent(message))
-                if outcome.dead_letter is not None:
-                    log.warning("lifecycle event not handled", reason=outcome.dead_letter.reason)
+                envelope = from_confluent(message)
+                outcome = self.dispatcher.dispatch(envelope)
+                refused = outcome.dead_letter
+                if refused is not None:
+                    log.warning("lifecycle event not handled", reason=refused.reason)
+                    if refused.error_type in SIGNATURE_ERRORS and self._ours(envelope):
+                        topic = dlq_topic_for(envelope.topic)
+                        self.publisher.publish(refused, topic=topic, key=envelope.key or b"")
+                        self.publisher.flush()
                 self._publish(outcome.events)
         finally:
             self.consumer.close()
+
+    def _ours(self, envelope: Envelope) -> bool:
+        return envelope.key == self.models.model.encode()
+
+    def _trusted(self, event: object, envelope: Envelope) -> bool:
+        name = getattr(event, "SCHEMA_NAME", "")
+        value = envelope.value or b""
+        rejection = check_event(name, envelope.topic, value, envelope.headers, self.trusted)
+        if rejection is not None and self._ours(envelope):
+            log.warning(
+                "skipping a decision at replay", where=envelope.where, reason=rejection.reason
+            )
+        return rejection is None
 
     def _publish(self, events: list) -> None:
         for event in events:

@@ -15,6 +15,7 @@ from modelbus.bus.security import client_config
 from modelbus.events import Codec, CodecError, build_codec
 from modelbus.events.meta import now_utc, producer_id
 from modelbus.service import inject
+from modelbus.trust import load_signer
 from modelbus_monitor.config import Settings
 from modelbus_monitor.evidence import Gates
 from modelbus_monitor.handlers import EVENT_HANDLERS
@@ -101,7 +102,9 @@ def bootstrap(settings: Settings) -> Monitor:
         kafka_schema_store(kafka.bootstrap_servers), models=tuple(settings.contracts)
     )
     producer = producer_id("monitor")
-    publisher = Publisher(kafka, codec, client_id=f"{settings.group_id}-publisher")
+    publisher = Publisher(
+        kafka, codec, client_id=f"{settings.group_id}-publisher", signer=load_signer("monitor")
+    )
     for name in OUTPUT_SCHEMAS:
         known = codec.store.reader(name)
         assert known is not None, name

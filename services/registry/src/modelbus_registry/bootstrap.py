@@ -20,6 +20,7 @@ from modelbus.bus.topics import ensure_deployment_topics
 from modelbus.events import Codec, build_codec
 from modelbus.events.meta import producer_id
 from modelbus.service import inject
+from modelbus.trust import Signer, TrustedKeys, load_signer, load_trusted
 from modelbus_registry.api import create_app
 from modelbus_registry.artifacts import PackageVault
 from modelbus_registry.config import Settings
@@ -45,6 +46,8 @@ class Registry:
     handlers: dict[type, list[Handler]]
     announced: AnnouncedVersions
     codec: Codec
+    signer: Signer
+    trusted: TrustedKeys
 
     def app(self, publisher: Any, lifespan: Any = None) -> FastAPI:
         """The REST API over this registry, publishing requests through ``publisher``."""
@@ -96,7 +99,11 @@ def bootstrap(
             "announced": announced,
         },
     )
-    return Registry(settings, store, vault, mirror, producer, handlers, announced, codec)
+    # Refuse to start without keys: ModelRegistered is signed, ModelTrained must be.
+    signer, trusted = load_signer("registry"), load_trusted()
+    return Registry(
+        settings, store, vault, mirror, producer, handlers, announced, codec, signer, trusted
+    )
 
 
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -111,7 +118,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     await asyncio.to_thread(
         adopt_log, registry.store, registry.vault, registry.mirror, registry.announced
     )
-    publisher = AsyncPublisher(kafka, codec, client_id=registry.producer)
+    publisher = AsyncPublisher(kafka, codec, client_id=registry.producer, signer=registry.signer)
     consumer = AsyncConsumerLoop(
         kafka,
         group_id=settings.group_id,
@@ -121,6 +128,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
             registry.handlers,
             producer=registry.producer,
             max_message_bytes=kafka.max_message_bytes,
+            trusted=registry.trusted,
         ),
         publisher=publisher,
     )

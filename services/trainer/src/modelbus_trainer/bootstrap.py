@@ -25,6 +25,7 @@ from modelbus.events import types as t
 from modelbus.events.meta import producer_id
 from modelbus.events.types import CodeVersion
 from modelbus.service import inject
+from modelbus.trust import load_signer, load_trusted
 from modelbus_trainer.config import Settings
 from modelbus_trainer.domain import TrainerState, Trigger
 from modelbus_trainer.handlers import EVENT_HANDLERS, fail_interrupted, finish_job
@@ -182,7 +183,9 @@ def bootstrap(settings: Settings, *, runner: JobRunner | None = None) -> Trainer
     kafka = settings.kafka
     producer = producer_id("trainer")
     codec = build_codec(kafka_schema_store(kafka.bootstrap_servers), models=tuple(kafka.models))
-    publisher = Publisher(kafka, codec, client_id=producer)
+    # Refuse to start without keys: the trainer signs ModelTrained and every package.
+    load_trusted()
+    publisher = Publisher(kafka, codec, client_id=producer, signer=load_signer("trainer"))
     state = TrainerState(
         drift_cooldown_s=settings.drift_cooldown_s,
         max_trigger_age_s=settings.max_trigger_age_s,

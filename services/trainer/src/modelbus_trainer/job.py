@@ -21,6 +21,7 @@ from modelbus.packaging import (
     weights_sha256,
     write_package,
 )
+from modelbus.trust import load_signer
 from modelbus_trainer.regime import (
     BadSlice,
     flip_labels,
@@ -201,6 +202,7 @@ def run_job(spec: JobSpec) -> JobOutcome:
             lineage=snapshot.lineage,
             code=spec.code,
             environment=environment,
+            signer=load_signer("trainer"),
         )
         sha256 = package_sha256(staging)
         stage = "log"

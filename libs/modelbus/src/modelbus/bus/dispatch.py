@@ -13,6 +13,7 @@ from modelbus.bus.topics import model_of_topic
 from modelbus.events import Codec, CodecError, GenericRecord
 from modelbus.events import types as t
 from modelbus.events.meta import new_meta
+from modelbus.trust.signing import TrustedKeys, check_event
 
 Handler = Callable[[Any], Iterable[Any] | None]
 log = structlog.get_logger(__name__)
@@ -28,7 +29,11 @@ class Outcome:
 
 
 class Dispatcher:
-    """Hands each decoded event to its handlers; anything that fails becomes one DeadLetter."""
+    """Hands each decoded event to its handlers; anything that fails becomes one DeadLetter.
+
+    With ``trusted`` keys, a decision (``SIGNED_BY``) reaches its handlers only when signed by a
+    role allowed to take it; otherwise it is dead-lettered with the reason.
+    """
 
     def __init__(
         self,
@@ -37,7 +42,9 @@ class Dispatcher:
         *,
         producer: str,
         max_message_bytes: int = 1_048_576,
+        trusted: TrustedKeys | None = None,
     ) -> None:
+        self.trusted = trusted
         self.codec = codec
         self.handlers = handlers
         self.producer = producer
@@ -59,8 +66,16 @@ class Dispatcher:
             return self._dead(envelope, type(error).__name__, error.cause)
         if isinstance(event, GenericRecord):
             return Outcome()
+        handlers = self.handlers.get(type(event), ())
+        if handlers and self.trusted is not None:
+            rejection = check_event(
+                event.SCHEMA_NAME, envelope.topic, envelope.value, envelope.headers, self.trusted
+            )
+            if rejection is not None:
+                log.warning("refused a decision", where=envelope.where, reason=rejection.reason)
+                return self._dead(envelope, rejection.error_type, rejection.reason)
         outcome = Outcome()
-        for handler in self.handlers.get(type(event), ()):
+        for handler in handlers:
             try:
                 produced = handler(event)
             except Exception as error:

@@ -19,6 +19,7 @@ from modelbus.bus.reading import read_topic
 from modelbus.cli.context import cli_codec, cli_settings
 from modelbus.cli.render import one_line
 from modelbus.events import GenericRecord
+from modelbus.trust import check_event, load_trusted
 
 audit_app = typer.Typer(
     help="Verify the lifecycle log, or reproduce answered predictions from registered versions."
@@ -43,7 +44,8 @@ def audit_command(
 ) -> None:
     """Replay the lifecycle log into a verified timeline; exit 1 naming every problem found:
     an event removed or altered, a broken causation chain, versions out of order, a package
-    whose files no longer match what was registered."""
+    whose files no longer match what was registered, a decision not signed by its role
+    (left out of the timeline: no service acted on it)."""
     from modelbus.audit import audit, tampered_artifacts
     from modelbus.bus.chain import Link
     from modelbus.cli.report import as_html
@@ -53,16 +55,25 @@ def audit_command(
         return
     settings = cli_settings()
     codec = cli_codec(settings)
-    events, links = [], []
+    trusted = load_trusted()
+    events, links, unsigned = [], [], []
     for envelope in read_topic(settings.bootstrap_servers, topic):
         if model is not None and envelope.key != model.encode():
             continue
         links.append(Link(envelope.where, envelope.key or b"", envelope.value or b"",
                           envelope.headers))  # fmt: skip
         event = codec.decode(envelope.value or b"", where=envelope.where)
-        if not isinstance(event, GenericRecord):
-            events.append(event)
+        if isinstance(event, GenericRecord):
+            continue
+        # Signed for the lifecycle topic: a copy of the log is checked as the original.
+        value, headers = envelope.value or b"", envelope.headers
+        refused = check_event(event.SCHEMA_NAME, LIFECYCLE_TOPIC, value, headers, trusted)
+        if refused is not None:
+            unsigned.append(f"{envelope.where}: {refused.error_type}: {refused.reason}")
+            continue
+        events.append(event)
     report = audit(events, links=links)
+    report.problems += unsigned
     if artifacts:
         report.problems += tampered_artifacts(events)
     if html is not None:

@@ -34,6 +34,7 @@ from modelbus.config import KafkaSettings
 from modelbus.events import Codec, GenericRecord, build_codec, new_meta
 from modelbus.events import types as t
 from modelbus.events.meta import producer_id
+from modelbus.trust import KeysMissing, load_signer
 
 MODEL = "credit"
 SERVICES = ("registry", "trainer", "inference", "monitor", "deployer")
@@ -117,6 +118,11 @@ def run_demo(
 ) -> int:
     """Run the story; returns the process exit code. ``summary``: write its timings as JSON."""
     plan = PLANS["fast" if fast else "full"]
+    try:
+        operator = load_signer("operator")  # the services refuse to start without keys too
+    except KeysMissing as error:
+        console.print(f"[red]{error}[/red]")
+        return 2
     codec = build_codec(kafka_schema_store(settings.bootstrap_servers), models=(MODEL,))
     console.rule("1. topics")
     created = ensure_deployment_topics(settings)
@@ -132,7 +138,7 @@ def run_demo(
 
     console.rule("2. the five services")
     processes = _start_services(settings, console, plan)
-    publisher = Publisher(settings, codec, client_id="modelbus-demo")
+    publisher = Publisher(settings, codec, client_id="modelbus-demo", signer=operator)
     lifecycle = TopicFollower(settings.bootstrap_servers, LIFECYCLE_TOPIC, codec)
     traffic = LiveTraffic(settings, codec, model=MODEL, rate_per_s=plan.rate_per_s, seed=101)
     try:

@@ -19,10 +19,12 @@ from modelbus.bus.reading import read_topic
 from modelbus.cli.acls import acls_app
 from modelbus.cli.audits import audit_app, replay
 from modelbus.cli.context import cli_codec, cli_settings, lifecycle_events
+from modelbus.cli.keys import keys_app
 from modelbus.cli.processes import ServiceProcess
 from modelbus.events import CodecError, GenericRecord, new_meta
 from modelbus.events import types as t
 from modelbus.events.meta import producer_id
+from modelbus.trust import KeysMissing, load_signer
 
 app = typer.Typer(
     help="modelbus: models from training to production, through Avro events on Kafka. "
@@ -35,6 +37,7 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(events_app, name="events")
 app.add_typer(audit_app, name="audit")
 app.add_typer(acls_app, name="acls")
+app.add_typer(keys_app, name="keys")
 app.command("replay")(replay)
 console = Console()
 
@@ -147,7 +150,12 @@ def selfcheck() -> None:
 
 def _publish_request(event: Any) -> None:
     settings = cli_settings()
-    publisher = Publisher(settings, cli_codec(settings), client_id="modelbus-cli")
+    try:
+        signer = load_signer("operator")  # a person's decision: signed as the operator
+    except KeysMissing as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from error
+    publisher = Publisher(settings, cli_codec(settings), client_id="modelbus-cli", signer=signer)
     publisher.publish(event)
     publisher.flush()
     console.print(f"published {describe(event)}")

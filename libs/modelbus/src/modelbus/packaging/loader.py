@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,14 +13,19 @@ import numpy as np
 
 from modelbus.packaging.environment import Policy, Verdict, check_environment
 from modelbus.packaging.package import (
+    MANIFEST,
     PREPROCESSING,
     Manifest,
     PackageError,
+    PackageIntegrityError,
+    PackageSignatureError,
     package_sha256,
     verify_package,
 )
 from modelbus.packaging.preprocessing import Preprocessor
 from modelbus.packaging.runtime import Runtime, runtime_for
+from modelbus.trust import KeysMissing, ManifestSignatureError, TrustedKeys, load_trusted
+from modelbus.trust.manifests import verify_manifest
 
 
 @dataclass
@@ -57,20 +63,37 @@ def resolve_package(uri: str | Path) -> Path:
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=text))
 
 
+def check_manifest_signature(directory: Path, trusted: TrustedKeys | None = None) -> str:
+    """The sha256 of the manifest bytes a trusted trainer signed; PackageSignatureError if none."""
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise PackageIntegrityError(f"{MANIFEST} missing in {directory}")
+    manifest = path.read_bytes()
+    try:
+        verify_manifest(directory, manifest, trusted or load_trusted())
+    except (ManifestSignatureError, KeysMissing) as error:
+        raise PackageSignatureError(f"refusing the package in {directory}: {error}") from error
+    return hashlib.sha256(manifest).hexdigest()
+
+
 def load_package(
     directory: str | Path,
     *,
     policy: Policy = "compatible",
     expected_sha256: str | None = None,
     threads: int | None = None,
+    trusted: TrustedKeys | None = None,
 ) -> LoadedModel:
-    """Verify every file, check the environment, and load through the manifest's runtime.
+    """Check the trainer's signature, verify every file, check the environment, and load.
 
-    Raises PackageIntegrityError (bad or missing file), EnvironmentMismatch (policy refused)
-    or PackageError (unknown runtime, unreadable file).
+    ``trusted`` defaults to the keys MODELBUS_TRUSTED_KEYS names. Raises PackageSignatureError
+    (manifest not signed by a trusted trainer key), PackageIntegrityError (bad or missing
+    file), EnvironmentMismatch (policy refused) or PackageError (unknown runtime, unreadable).
     """
     directory = Path(directory)
-    manifest = verify_package(directory, expected_sha256=expected_sha256)
+    signed = check_manifest_signature(directory, trusted)
+    # The files are checked against the very manifest bytes whose signature was checked.
+    manifest = verify_package(directory, expected_sha256=expected_sha256 or signed)
     verdict = check_environment(manifest.environment, policy)
     preprocessor = Preprocessor.from_json((directory / PREPROCESSING).read_text())
     factory = runtime_for(manifest.runtime)

@@ -19,6 +19,8 @@ from modelbus.events.schemas import fingerprint_of, full_name
 from modelbus.events.types import CodeVersion, DataLineage, Environment
 from modelbus.packaging.environment import capture_environment
 from modelbus.packaging.preprocessing import Preprocessor, feature_specs
+from modelbus.trust.manifests import sign_manifest
+from modelbus.trust.signing import Signer
 
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
@@ -34,6 +36,10 @@ class PackageError(RuntimeError):
 
 class PackageIntegrityError(PackageError):
     """A package file is missing or its sha256 differs from the manifest's."""
+
+
+class PackageSignatureError(PackageIntegrityError):
+    """The manifest is not signed by a trusted trainer key (missing, wrong role, or altered)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +134,11 @@ def write_package(
     code: CodeVersion | None = None,
     environment: Environment | None = None,
     extra: Mapping[str, Any] | None = None,
+    signer: Signer | None = None,
 ) -> Manifest:
     """Write a complete package into ``directory`` (created; must be absent or empty).
 
+    With a ``signer`` (the trainer's), ``manifest.sig`` vouches for the manifest's bytes.
     Files land in a sibling temporary folder first and are renamed into place, so a reader
     never sees half a package.
     """
@@ -170,6 +178,8 @@ def write_package(
             extra=dict(extra or {}),
         )
         (staging / MANIFEST).write_bytes(_dump(manifest.to_dict()))
+        if signer is not None:
+            sign_manifest(staging, signer)
         if target.exists():
             target.rmdir()
         os.replace(staging, target)
