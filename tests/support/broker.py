@@ -231,14 +231,6 @@ class DedicatedKafka:
     env: dict[str, str]
     bootstrap: str
 
-    def credentials(self, principal: str) -> dict[str, str]:
-        """``principal``'s MODELBUS_* variables on a broker started with security on."""
-        path = subprocess.run(
-            [KAFKA_SCRIPT, "credentials", principal],
-            env=self.env, check=True, capture_output=True, text=True,
-        ).stdout.strip()  # fmt: skip
-        return read_env_file(Path(path))
-
     def broker(self, action: str, node: int = 1) -> None:
         """``stop-broker`` (SIGTERM), ``kill-broker`` (SIGKILL) or ``start-broker`` node."""
         subprocess.run([KAFKA_SCRIPT, action, str(node)], env=self.env, check=True)
@@ -263,23 +255,11 @@ class DedicatedKafka:
         return int(state[(0 if code == -(1 << 31) else abs(code)) % len(state)].leader)
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """The ``export NAME=value`` lines of a credentials file, as a dict."""
-    pairs = (line.removeprefix("export ").split("=", 1) for line in path.read_text().splitlines())
-    return {name: value for name, value in pairs}
-
-
 @contextlib.contextmanager
-def dedicated_kafka(
-    run_dir: Path, brokers: int = 1, *, security: str = "none"
-) -> Iterator[DedicatedKafka]:
-    """Start a broker (or a cluster of ``brokers``) of one's own; stop it at the end.
-
-    ``security`` is kafka.sh's KAFKA_SECURITY: none, sasl (SCRAM and ACLs) or sasl_ssl.
-    """
+def dedicated_kafka(run_dir: Path, brokers: int = 1) -> Iterator[DedicatedKafka]:
+    """Start a broker (or a cluster of ``brokers``) of one's own; stop it at the end."""
     env = {
         **os.environ,
-        "KAFKA_SECURITY": security,
         "KAFKA_PORT": str(free_port_block(2 * brokers)),
         "KAFKA_BROKERS": str(brokers),
         "MODELBUS_RUN_DIR": str(run_dir),
