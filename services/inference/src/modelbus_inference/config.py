@@ -33,6 +33,15 @@ class Settings(BaseSettings):
         description="This worker's index in its group; names its transactional id and static "
         "group membership, so a restarted worker fences its predecessor at once.",
     )
+    delivery: Literal["exactly_once", "at_least_once"] = Field(
+        default="exactly_once",
+        description="exactly_once: a batch's results and its input offsets commit in one Kafka "
+        "transaction, so a read_committed reader sees each request answered once, even across "
+        "crashes. at_least_once: an idempotent producer with no transactions; input offsets "
+        "are committed only once every result of the batch is delivered, so a crash never "
+        "loses a request but may answer the uncommitted tail again (readers de-duplicate by "
+        "request_id).",
+    )
     max_batch_size: int = Field(default=500, ge=1, description="Most requests in a micro-batch.")
     max_wait_ms: int = Field(
         default=5, ge=0, description="Longest a micro-batch waits to fill before it runs."

@@ -15,8 +15,9 @@ _LATENCY_BUCKETS_MS = (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000
 class Progress:
     """Whether the stream moves: the last commit, the last time it had nothing to do, its state.
 
-    Healthy while streaming when a transaction committed, or the loop found no input with no
-    transaction open, within ``stall_after_s``; before streaming starts it is not judged.
+    Healthy while streaming when a batch committed (its transaction, or its offsets after
+    delivery), or the loop found no input with no batch in flight, within ``stall_after_s``;
+    before streaming starts it is not judged.
     """
 
     def __init__(self, stall_after_s: float = 30.0, clock: Callable[[], float] = time.monotonic):
@@ -34,11 +35,11 @@ class Progress:
         self.state, self.reason = "streaming", ""
 
     def committed(self) -> None:
-        """A batch's transaction committed."""
+        """A batch's offsets committed (in its transaction, or after its delivery)."""
         self.committed_at = self.clock()
 
     def idle(self) -> None:
-        """The loop found no input and had no transaction open."""
+        """The loop found no input and had no batch in flight."""
         self.idle_at = self.clock()
 
     def rebuilding(self, reason: str) -> None:
@@ -77,7 +78,7 @@ class Metrics:
         r = self.registry
         self.last_commit_age = Gauge(
             "modelbus_inference_last_commit_age_seconds",
-            "Seconds since this worker's last committed transaction (-1 before the first).",
+            "Seconds since this worker's last commit of a batch's offsets (-1 before the first).",
             registry=r,
         )
         self.last_commit_age.set_function(self._commit_age)
@@ -111,6 +112,12 @@ class Metrics:
         self.transactions_aborted = Counter(
             "modelbus_inference_transactions_aborted",
             "Transactions aborted (their batch is reprocessed).",
+            ["model"],
+            registry=r,
+        )
+        self.deliveries_failed = Counter(
+            "modelbus_inference_deliveries_failed",
+            "At-least-once batches with an output not delivered (the batch is read again).",
             ["model"],
             registry=r,
         )

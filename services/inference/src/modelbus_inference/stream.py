@@ -1,4 +1,4 @@
-"""The exactly-once loop: a micro-batch, its outputs and its offsets in one transaction."""
+"""The stream loop: consume a micro-batch, score it, hand it to the delivery mode's writer."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from modelbus.bus.security import client_config
 from modelbus.bus.topics import data_topic
 from modelbus_inference.config import Settings
+from modelbus_inference.delivery import AtLeastOnceWriter
 from modelbus_inference.predict import BatchPredictor, Incoming
 from modelbus_inference.serving import ModelManager
 from modelbus_inference.transaction import Fenced, Stuck, TransactionalWriter
+from modelbus_inference.writer import BatchWriter
 
 log = structlog.get_logger(__name__)
 
@@ -50,13 +52,23 @@ def producer_config(settings: Settings) -> dict[str, object]:
     }
 
 
-class StreamLoop:
-    """consume -> BatchPredictor -> TransactionalWriter (outputs + offsets, one transaction).
+def idempotent_producer_config(settings: Settings) -> dict[str, object]:
+    """The at-least-once producer: idempotent (its retries write no duplicates), no transactions."""
+    config = producer_config(settings)
+    del config["transactional.id"], config["transaction.timeout.ms"]
+    return config
 
-    A fatal, stuck or unrecoverable Kafka error never ends the loop: the producer and consumer
-    are dropped and built again. The new producer's ``init_transactions`` fences the old one
-    and aborts its open transaction; the new consumer resumes from the committed offsets, so
-    uncommitted input is read again and each request still gets exactly one committed result.
+
+class StreamLoop:
+    """consume -> BatchPredictor -> the delivery mode's writer (outputs, then offsets).
+
+    ``exactly_once``: a TransactionalWriter puts a batch's outputs and offsets in one
+    transaction. ``at_least_once``: an AtLeastOnceWriter commits the offsets once every output
+    is delivered. A fatal, stuck or unrecoverable Kafka error never ends the loop: the producer
+    and consumer are dropped and built again, and the new consumer resumes from the committed
+    offsets. Exactly-once: the new producer's ``init_transactions`` fences the old one and
+    aborts its open transaction, so each request still gets exactly one committed result.
+    At-least-once: the uncommitted tail is scored again, so a request may be answered twice.
     """
 
     def __init__(self, settings: Settings, predictor: BatchPredictor, models: ModelManager) -> None:
@@ -69,7 +81,7 @@ class StreamLoop:
         self.progress.stall_after_s = settings.stall_after_s
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
-        self.writer = self._new_writer(None)
+        self.writer: BatchWriter = self._new_writer(None, None)
         self._broken: BaseException | None = None
         self.batches = 0
         self.processed = 0
@@ -158,41 +170,63 @@ class StreamLoop:
         self.processed += len(batch)
         return len(batch)
 
-    def _settle(self) -> dict[tuple[str, int], int] | None:
-        was_open = self.writer.pending
-        aborted = self.writer.settle()
-        if was_open and aborted is None:
-            self.progress.committed()
-        return aborted
+    def _settle(self, *, final: bool = False) -> dict[tuple[str, int], int] | None:
+        return self.writer.settle(final=final)
 
-    def _new_writer(self, producer: Producer | None) -> TransactionalWriter:
+    def _new_writer(self, producer: Producer | None, consumer: Consumer | None) -> BatchWriter:
+        # None only until the first _connect.
+        model, settings = self.settings.model, self.settings
+        if settings.delivery == "at_least_once":
+            return AtLeastOnceWriter(
+                producer,  # type: ignore[arg-type]
+                consumer=consumer,  # type: ignore[arg-type]
+                worker_name=settings.worker_name,
+                on_abort=self.metrics.deliveries_failed.labels(model).inc,
+                on_commit=self.progress.committed,
+                deadline_s=settings.kafka_deadline_s,
+            )
         return TransactionalWriter(
-            producer,  # type: ignore[arg-type]  # None only until the first _connect
-            worker_name=self.settings.worker_name,
-            on_abort=self.metrics.transactions_aborted.labels(self.settings.model).inc,
-            deadline_s=self.settings.kafka_deadline_s,
+            producer,  # type: ignore[arg-type]
+            worker_name=settings.worker_name,
+            on_abort=self.metrics.transactions_aborted.labels(model).inc,
+            on_commit=self.progress.committed,
+            deadline_s=settings.kafka_deadline_s,
         )
 
+    def _offsets_committed(
+        self, error: KafkaError | None, partitions: list[TopicPartition]
+    ) -> None:
+        if isinstance(self.writer, AtLeastOnceWriter):
+            self.writer.offsets_committed(error, partitions)
+
     def _connect(self, stop: threading.Event) -> bool:
-        """Build a producer (init_transactions) and a consumer; False if stopped first."""
+        """Build a producer (init_transactions when exactly-once) and a consumer; False if
+        stopped first."""
         backoff = 0.1
+        transactional = self.settings.delivery == "exactly_once"
         while not stop.is_set():
+            if not transactional:
+                producer = Producer(idempotent_producer_config(self.settings))
+                break
             producer = Producer(producer_config(self.settings))
             try:
                 producer.init_transactions(self.settings.kafka_deadline_s)
+                break
             except KafkaException as error:
                 log.warning("cannot start transactions yet; retrying", error=str(error))
                 _close_in_background(None, producer)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, self.settings.rebuild_backoff_max_s)
-                continue
-            self.producer = producer
-            self.writer = self._new_writer(producer)
-            self.consumer = Consumer(consumer_config(self.settings))
-            self.consumer.subscribe([self.topic], on_revoke=self._on_revoke)
-            self.progress.streaming()
-            return True
-        return False
+        else:
+            return False
+        self.producer = producer
+        self.consumer = Consumer(
+            {**consumer_config(self.settings), "on_commit": self._offsets_committed}
+        )
+        self.writer = self._new_writer(producer, self.consumer)
+        self.consumer.subscribe([self.topic], on_revoke=self._on_revoke)
+        self.progress.streaming()
+        return True
 
     def _rebuild(self, error: BaseException) -> None:
         """Drop both clients (closed in the background: a dead broker must not block us)."""
@@ -206,12 +240,12 @@ class StreamLoop:
         self.producer = None
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # The open transaction must end before the partitions move; an aborted one needs no
-        # rewind: the next owner starts from the committed offsets.
+        # The batch in flight must be committed before the partitions move; an aborted one
+        # needs no rewind: the next owner starts from the committed offsets.
         if consumer is not self.consumer:
             return  # a dropped consumer closing in the background
         try:
-            self._settle()
+            self._settle(final=True)
         except (KafkaException, Fenced, Stuck) as error:
             self._broken = error  # raised on the stream thread after consume() returns
 
@@ -228,7 +262,7 @@ class StreamLoop:
         """Finish the open transaction if it can, leave the group, let the clients go."""
         try:
             if self.consumer is not None:
-                self._settle()
+                self._settle(final=True)
         except (KafkaException, Fenced, Stuck) as error:
             log.warning("open transaction left to the broker to abort", error=str(error))
         finally:

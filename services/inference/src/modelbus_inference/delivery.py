@@ -1,0 +1,146 @@
+"""At-least-once delivery: a batch's offsets are committed only once every output is delivered.
+
+The idempotent producer writes the outputs (its own retries add no duplicates) and the writer
+waits for every delivery report. Only then are the batch's next offsets committed to the
+consumer group, so a crash re-reads at most the batches whose commit had not landed: their
+requests are scored again and answered twice, never lost. One failed delivery and the whole
+batch is read again from its first offsets.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from modelbus_inference.predict import Outgoing
+from modelbus_inference.writer import BatchWriter, Fenced
+
+log = structlog.get_logger(__name__)
+
+# The group moved on under this commit: whoever owns the partitions now reads them again from
+# the last commit that landed (duplicates, no loss), and our next commit covers these offsets.
+_GENERATION_LOST = {
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError._ASSIGNMENT_LOST,
+}
+
+
+class AtLeastOnceWriter(BatchWriter):
+    """Produces a batch's outputs, waits for their delivery, then commits its offsets.
+
+    The offsets of a delivered batch are committed asynchronously on the stream thread (no
+    round trip on the hot path; a later commit covers an earlier one that failed), and
+    synchronously when ``final``, before the partitions are given up.
+    """
+
+    def __init__(
+        self,
+        producer: Producer,
+        *,
+        consumer: Consumer,
+        worker_name: str,
+        on_abort: Callable[[], object],
+        on_commit: Callable[[], object] = lambda: None,
+        deadline_s: float = 30.0,
+    ) -> None:
+        super().__init__(
+            producer,
+            worker_name=worker_name,
+            on_abort=on_abort,
+            on_commit=on_commit,
+            deadline_s=deadline_s,
+        )
+        self.consumer = consumer
+        self._pending_next: list[TopicPartition] = []
+        self._last_written: list[TopicPartition] = []
+
+    def submit(
+        self,
+        outputs: list[Outgoing],
+        next_offsets: list[TopicPartition],
+        first_offsets: dict[tuple[str, int], int],
+        group_metadata: Any,
+    ) -> None:
+        """Start delivering a batch; the previous one must be settled first."""
+        super().submit(outputs, next_offsets, first_offsets, group_metadata)
+        self._pending_next = next_offsets
+
+    def settle(self, *, final: bool = False) -> dict[tuple[str, int], int] | None:
+        """As ``BatchWriter.settle``; a final settle also makes sure the last commit landed."""
+        was_pending = self.pending
+        rewind = super().settle(final=final)
+        if final and not was_pending and self._last_written:
+            self._commit_offsets(self._last_written, final=True)
+        return rewind
+
+    def offsets_committed(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """The consumer's ``on_commit`` callback: report an asynchronous commit's outcome."""
+        failed = error or next((p.error for p in partitions if p.error is not None), None)
+        if failed is None:
+            self.on_commit()
+        else:
+            log.warning("offsets not committed; a later commit covers them", error=str(failed))
+
+    def _commit(
+        self, outputs: list[Outgoing], next_offsets: list[TopicPartition], group_metadata: Any
+    ) -> bool:
+        deadline = time.monotonic() + self.deadline_s
+        failures: list[KafkaError] = []
+
+        def delivered(error: KafkaError | None, message: Message) -> None:
+            if error is not None:
+                failures.append(error)
+
+        try:
+            for output in outputs:
+                self._produce(output, deadline, on_delivery=delivered)
+            # flush() serves every delivery report before it returns 0.
+            while self.producer.flush(0.1) > 0:
+                self._check(deadline, "delivery")
+        except KafkaException as exception:
+            raise Fenced(f"{self.worker_name}: {exception}") from exception
+        fatal = [e for e in failures if e.fatal() or e.code() == KafkaError._FATAL]
+        if fatal:
+            raise Fenced(f"{self.worker_name}: {fatal[0].str()}")
+        if failures:
+            log.warning(
+                "deliveries failed; the batch is read again",
+                failed=len(failures),
+                of=len(outputs),
+                error=failures[0].str(),
+            )
+            self.on_abort()
+            return False
+        return True
+
+    def _written(self, final: bool) -> None:
+        self._last_written = self._pending_next
+        self._commit_offsets(self._pending_next, final=final)
+
+    def _commit_offsets(self, offsets: list[TopicPartition], *, final: bool) -> None:
+        if final:
+            # These partitions may be someone else's next: never commit them again from here.
+            self._last_written = []
+        try:
+            if final:
+                self.offsets_committed(
+                    None, self.consumer.commit(offsets=offsets, asynchronous=False)
+                )
+            else:
+                self.consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exception:
+            error = exception.args[0]
+            if not isinstance(error, KafkaError) or error.fatal():
+                raise Fenced(f"{self.worker_name}: {exception}") from exception
+            if final or error.code() in _GENERATION_LOST:
+                log.warning(
+                    "offsets not committed; their next owner reads them again", error=str(error)
+                )
+                return
+            raise Fenced(f"{self.worker_name}: offset commit: {error.str()}") from exception
