@@ -1,0 +1,149 @@
+"""Signed decisions on the real broker: forged TrafficShifted refused, tampered manifest refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from modelbus.bus import Publisher
+from modelbus.bus.reading import decoded, read_topic
+from modelbus.bus.topics import LIFECYCLE_TOPIC, data_topic, dlq_topic_for
+from modelbus.events import types as t
+from modelbus.packaging import package_sha256
+from tests.support.broker import (
+    RequestProducer,
+    TopicReader,
+    create_model_topics,
+    lifecycle_events,
+    publish_lifecycle,
+    request_codec,
+)
+from tests.support.events import registered, shifted
+from tests.support.packages import credit_rows, untrained_package
+from tests.support.processes import start_worker, stop_workers
+from tests.support.signing import signer
+from tests.support.waiting import NotYet, eventually
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def packages(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, str]]:
+    """Two small, differently seeded credit packages, signed by the test trainer key."""
+    built = []
+    for seed in (1, 2):
+        rows, labels = credit_rows(200, seed=seed)
+        directory = tmp_path_factory.mktemp("packages") / f"v{seed}"
+        untrained_package(directory, rows, labels)
+        built.append((directory, package_sha256(directory)))
+    return built
+
+
+def _manifest_tampered_copy(package: tuple[Path, str], target: Path) -> tuple[Path, str]:
+    """The package with its manifest edited after signing; the sha256 announced is the new one."""
+    shutil.copytree(package[0], target)
+    manifest = json.loads((target / "manifest.json").read_text())
+    manifest["metrics"]["accuracy"] = 0.999
+    (target / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return target, package_sha256(target)
+
+
+def _served_versions(producer, reader, model: str, prefix: str, count: int) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    rows, _ = credit_rows(count, seed=5)
+    for number, row in enumerate(rows):
+        producer.send(model, f"{prefix}{number}", row)
+    producer.flush()
+    wanted = {f"{prefix}{number}" for number in range(count)}
+    records = reader.read_until(
+        lambda got: wanted <= {r.request_id for r in got}, timeout_s=60, settle_s=0
+    )
+    return {r.request_id: r.version for r in records if r.request_id in wanted}
+
+
+def _dead_letters(bootstrap: str, codec, model: str, count: int) -> list[t.DeadLetter]:  # type: ignore[no-untyped-def]
+    def check() -> list[t.DeadLetter]:
+        letters = [
+            event
+            for event in decoded(
+                read_topic(bootstrap, dlq_topic_for(LIFECYCLE_TOPIC)),
+                codec,
+                on_undecodable=lambda *_: None,
+            )
+            if isinstance(event, t.DeadLetter) and event.key == model.encode()
+        ]
+        if len(letters) < count:
+            raise NotYet(f"{len(letters)} of {count} dead letters for {model}")
+        return letters
+
+    return eventually(check, timeout_s=60)
+
+
+def test_forged_traffic_shifts_are_dead_lettered_and_a_tampered_manifest_is_refused(
+    kafka_settings,
+    unique: str,
+    packages: list[tuple[Path, str]],
+    tmp_path: Path,
+) -> None:
+    package_v1, package_v2 = packages
+    model = f"credit{unique}"
+    bootstrap = kafka_settings.bootstrap_servers
+    codec = request_codec()
+    create_model_topics(kafka_settings, model)
+    publish_lifecycle(
+        kafka_settings,
+        codec,
+        registered(model, 1, *package_v1),
+        registered(model, 2, *package_v2),
+        shifted(model, [("champion", 1, 100.0)]),
+    )
+    worker = start_worker(bootstrap, model, MODELBUS_INFERENCE_SERVE_LATEST_WITHOUT_ROUTES="false")
+    producer = RequestProducer(kafka_settings, codec)
+    reader = TopicReader(bootstrap, data_topic(model, "predictions"), codec)
+    forger = f"test-forger-{uuid.uuid4()}"
+    try:
+        before = _served_versions(producer, reader, model, "before-", 20)
+        unsigned = Publisher(kafka_settings, codec, client_id=forger)
+        unsigned.publish(shifted(model, [("champion", 2, 100.0)]))
+        unsigned.flush()
+        wrong_role = Publisher(kafka_settings, codec, client_id=forger, signer=signer("monitor"))
+        wrong_role.publish(shifted(model, [("champion", 2, 100.0)]))
+        wrong_role.flush()
+        letters = _dead_letters(bootstrap, codec, model, 2)
+        tampered = _manifest_tampered_copy(package_v2, tmp_path / "tampered")
+        publish_lifecycle(
+            kafka_settings,
+            codec,
+            registered(model, 3, *tampered),
+            shifted(model, [("champion", 3, 100.0)]),
+        )
+
+        def load_failed() -> list[t.ModelLoadFailed]:
+            failed = lifecycle_events(bootstrap, codec, model, (t.ModelLoadFailed,))
+            if not failed:
+                raise NotYet("no ModelLoadFailed yet")
+            return failed
+
+        failed = eventually(load_failed, timeout_s=60)
+        after = _served_versions(producer, reader, model, "after-", 20)
+    finally:
+        stop_workers([worker])
+        reader.close()
+    assert set(before.values()) == {1}
+    assert len(before) == 20
+    assert sorted((letter.error_type, letter.source_topic) for letter in letters) == [
+        ("UnsignedEvent", LIFECYCLE_TOPIC),
+        ("WrongSigner", LIFECYCLE_TOPIC),
+    ]
+    reasons = sorted(letter.reason.split(": ", 1)[1] for letter in letters)
+    assert reasons == [
+        "TrafficShifted carries no signature; it must come from deployer or operator",
+        "TrafficShifted signed by 'monitor'; only deployer or operator may sign it",
+    ]
+    assert {event.version for event in failed} == {3}
+    assert "manifest.sig" in failed[0].reason
+    assert "does not match" in failed[0].reason
+    assert after == {f"after-{n}": 1 for n in range(20)}, "v1 keeps serving throughout"
