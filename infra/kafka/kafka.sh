@@ -229,7 +229,24 @@ up() {
     start_node "$id"
   done
   for id in $(seq 1 "$brokers"); do wait_until_answers "$id"; done
+  if secure; then apply_acls; fi
   say "ready on $(bootstrap)"
+}
+
+# The ACL table of libs/modelbus (modelbus.bus.acls) for the models in MODELBUS_MODELS
+# (default credit), applied as admin; applying it again changes nothing.
+apply_acls() {
+  local python="${MODELBUS_PYTHON:-$repo/.venv/bin/python}"
+  if [[ ! -x "$python" ]]; then
+    say "no $python yet (make setup): apply the ACLs as admin with 'modelbus acls apply'"
+    return 0
+  fi
+  (
+    # shellcheck disable=SC1091
+    source "$secrets_dir/admin.env"
+    "$python" -m modelbus.cli acls apply >>"$(log_file 1)" 2>&1
+  ) || { say "applying the ACLs failed; see $(log_file 1)"; exit 1; }
+  say "ACLs applied (modelbus acls apply; credentials under $secrets_dir)"
 }
 
 stop_node() {

@@ -28,7 +28,6 @@ from modelbus.config import KafkaSettings
 from modelbus.events import Codec, GenericRecord, build_codec, new_meta
 from modelbus.events.meta import now_utc
 from tests.support.packages import CONTRACT, TYPED_REQUEST
-from tests.support.signing import role_signers
 from tests.support.waiting import NotYet, eventually
 
 
@@ -102,9 +101,7 @@ class RequestProducer:
 
 def publish_lifecycle(settings: KafkaSettings, codec: Codec, *events: Any) -> None:
     """Publish lifecycle events (keyed by model) and wait for them."""
-    publisher = Publisher(
-        settings, codec, client_id=f"test-lifecycle-{uuid.uuid4()}", signer=role_signers()
-    )
+    publisher = Publisher(settings, codec, client_id=f"test-lifecycle-{uuid.uuid4()}")
     for event in events:
         publisher.publish(event)
     publisher.flush()
@@ -171,7 +168,7 @@ class Bus:
     def __init__(self, settings: KafkaSettings, client_id: str) -> None:
         self.settings = settings
         self.codec = build_codec(kafka_schema_store(settings.bootstrap_servers))
-        self.publisher = Publisher(settings, self.codec, client_id=client_id, signer=role_signers())
+        self.publisher = Publisher(settings, self.codec, client_id=client_id)
 
     def publish(self, event: Any) -> None:
         """Put an event on the bus and wait for the broker to have it."""
@@ -231,6 +228,14 @@ class DedicatedKafka:
     env: dict[str, str]
     bootstrap: str
 
+    def credentials(self, principal: str) -> dict[str, str]:
+        """``principal``'s MODELBUS_* variables on a broker started with security on."""
+        path = subprocess.run(
+            [KAFKA_SCRIPT, "credentials", principal],
+            env=self.env, check=True, capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
+        return read_env_file(Path(path))
+
     def broker(self, action: str, node: int = 1) -> None:
         """``stop-broker`` (SIGTERM), ``kill-broker`` (SIGKILL) or ``start-broker`` node."""
         subprocess.run([KAFKA_SCRIPT, action, str(node)], env=self.env, check=True)
@@ -255,11 +260,23 @@ class DedicatedKafka:
         return int(state[(0 if code == -(1 << 31) else abs(code)) % len(state)].leader)
 
 
+def read_env_file(path: Path) -> dict[str, str]:
+    """The ``export NAME=value`` lines of a credentials file, as a dict."""
+    pairs = (line.removeprefix("export ").split("=", 1) for line in path.read_text().splitlines())
+    return {name: value for name, value in pairs}
+
+
 @contextlib.contextmanager
-def dedicated_kafka(run_dir: Path, brokers: int = 1) -> Iterator[DedicatedKafka]:
-    """Start a broker (or a cluster of ``brokers``) of one's own; stop it at the end."""
+def dedicated_kafka(
+    run_dir: Path, brokers: int = 1, *, security: str = "none"
+) -> Iterator[DedicatedKafka]:
+    """Start a broker (or a cluster of ``brokers``) of one's own; stop it at the end.
+
+    ``security`` is kafka.sh's KAFKA_SECURITY: none, sasl (SCRAM and ACLs) or sasl_ssl.
+    """
     env = {
         **os.environ,
+        "KAFKA_SECURITY": security,
         "KAFKA_PORT": str(free_port_block(2 * brokers)),
         "KAFKA_BROKERS": str(brokers),
         "MODELBUS_RUN_DIR": str(run_dir),
