@@ -28,6 +28,7 @@ from modelbus.config import KafkaSettings
 from modelbus.events import Codec, GenericRecord, build_codec, new_meta
 from modelbus.events.meta import now_utc
 from tests.support.packages import CONTRACT, TYPED_REQUEST
+from tests.support.signing import role_signers
 from tests.support.waiting import NotYet, eventually
 
 
@@ -101,7 +102,9 @@ class RequestProducer:
 
 def publish_lifecycle(settings: KafkaSettings, codec: Codec, *events: Any) -> None:
     """Publish lifecycle events (keyed by model) and wait for them."""
-    publisher = Publisher(settings, codec, client_id=f"test-lifecycle-{uuid.uuid4()}")
+    publisher = Publisher(
+        settings, codec, client_id=f"test-lifecycle-{uuid.uuid4()}", signer=role_signers()
+    )
     for event in events:
         publisher.publish(event)
     publisher.flush()
@@ -168,7 +171,7 @@ class Bus:
     def __init__(self, settings: KafkaSettings, client_id: str) -> None:
         self.settings = settings
         self.codec = build_codec(kafka_schema_store(settings.bootstrap_servers))
-        self.publisher = Publisher(settings, self.codec, client_id=client_id)
+        self.publisher = Publisher(settings, self.codec, client_id=client_id, signer=role_signers())
 
     def publish(self, event: Any) -> None:
         """Put an event on the bus and wait for the broker to have it."""
