@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from confluent_kafka.admin import (
     AclBinding,
     AclBindingFilter,
@@ -44,8 +46,10 @@ def apply_acls(bootstrap_servers: str, grants: list[Grant], timeout_s: float = 3
 def current_acls(bootstrap_servers: str, timeout_s: float = 30.0) -> list[Grant]:
     """Every ALLOW ACL the broker holds now, as grants."""
     admin = AdminClient(client_config(bootstrap_servers))
+    # None matches any name, principal and host (confluent-kafka's stubs say str).
+    anything: Any = None
     every = AclBindingFilter(
-        ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
+        ResourceType.ANY, anything, ResourcePatternType.ANY, anything, anything,
         AclOperation.ANY, AclPermissionType.ANY,
     )  # fmt: skip
     bindings = admin.describe_acls(every, request_timeout=timeout_s).result()
