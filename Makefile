@@ -4,6 +4,8 @@ SHELL := /bin/bash
 
 KAFKA_PORT ?= 19092
 KAFKA_BROKERS ?= 1
+# none, sasl (SCRAM-SHA-512 + ACLs) or sasl_ssl (the same over TLS); see README "Security".
+KAFKA_SECURITY ?= none
 # The tests get a broker of their own (another port and data directory), so `make test`
 # never reads or writes the lifecycle log of `make demo`/`make up`.
 TEST_KAFKA_PORT ?= 19192
@@ -22,7 +24,7 @@ export MODELBUS_TRUSTED_KEYS ?= $(KEYS_DIR)
 UV ?= uv
 PYTEST := $(UV) run --frozen pytest
 
-.PHONY: help setup kafka-up kafka-down test-kafka-up test-kafka-down demo-down lint fmt codegen test test-unit test-integration test-e2e bench demo up down status
+.PHONY: help setup kafka-up kafka-down acls test-kafka-up test-kafka-down demo-down lint fmt codegen test test-unit test-integration test-e2e bench demo up down status
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -33,8 +35,11 @@ setup: ## install Python deps from uv.lock and the Kafka jars from Maven Central
 	infra/kafka/kafka.sh setup
 	test -f $(KEYS_DIR)/trusted-keys.json || $(UV) run --frozen modelbus keys generate --dir $(KEYS_DIR)
 
-kafka-up: ## start the native Kafka broker, or a cluster with KAFKA_BROKERS=3 (reuses a running one)
-	KAFKA_PORT=$(KAFKA_PORT) KAFKA_BROKERS=$(KAFKA_BROKERS) infra/kafka/kafka.sh up
+kafka-up: ## start the native Kafka broker, or a cluster with KAFKA_BROKERS=3, KAFKA_SECURITY=sasl for SCRAM + ACLs
+	KAFKA_PORT=$(KAFKA_PORT) KAFKA_BROKERS=$(KAFKA_BROKERS) KAFKA_SECURITY=$(KAFKA_SECURITY) infra/kafka/kafka.sh up
+
+acls: ## apply the ACL table to the broker as admin (KAFKA_SECURITY=sasl; kafka-up does it too)
+	source $(CURDIR)/.run/kafka-$(KAFKA_PORT)/credentials/admin.env && $(UV) run --frozen modelbus acls apply
 
 kafka-down: ## stop the native Kafka broker (or cluster)
 	KAFKA_PORT=$(KAFKA_PORT) KAFKA_BROKERS=$(KAFKA_BROKERS) infra/kafka/kafka.sh down
