@@ -8,6 +8,7 @@ altered, or one package file changed. The CLI runs as a process against a copy t
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
@@ -27,12 +28,15 @@ from modelbus.bus.topics import TopicSpec
 from modelbus.events import build_codec, new_meta
 from modelbus.events import types as t
 from tests.support.events import registered
+from tests.support.signing import role_signers
 
 pytestmark = pytest.mark.integration
 
 
 def _history(kafka_settings, model: str, package: tuple[Path, str]) -> list:  # type: ignore[no-untyped-def]
-    publisher = Publisher(kafka_settings, build_codec(), client_id=f"audit-test-{model}")
+    publisher = Publisher(
+        kafka_settings, build_codec(), client_id=f"audit-test-{model}", signer=role_signers()
+    )
     ask = t.TrainingRequested(
         meta=new_meta("test"), model=model, reason="audit", requested_by="test"
     )
@@ -117,3 +121,22 @@ def test_the_audit_command_exits_1_on_a_copy_of_the_log_with_an_event_removed(
     )
     assert cut.returncode == 1
     assert "removed: event #2 of writer" in cut.stdout.replace("\n", " ")
+
+
+def test_the_audit_command_names_a_decision_signed_by_the_wrong_role(
+    kafka_settings, unique: str, package_v1: tuple[Path, str]
+) -> None:
+    model = f"audit{unique}"
+    _history(kafka_settings, model, package_v1)
+    forger = Publisher(kafka_settings, build_codec(), client_id=f"audit-forger-{model}")
+    forger.publish(registered(model, 2, *package_v1))
+    forger.flush()
+    env = {**os.environ, "MODELBUS_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers}
+    command = [sys.executable, "-m", "modelbus.cli", "audit", "--model", model, "--json"]
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1, run.stdout + run.stderr
+    problems = [p for p in json.loads(run.stdout)["problems"] if "UnsignedEvent" in p]
+    assert len(problems) == 1
+    assert problems[0].endswith(
+        "UnsignedEvent: ModelRegistered carries no signature; it must come from registry"
+    )
