@@ -106,6 +106,7 @@ make_credentials() {
       echo "export MODELBUS_KAFKA_SASL_MECHANISM=SCRAM-SHA-512"
       echo "export MODELBUS_KAFKA_SASL_USERNAME=$name"
       echo "export MODELBUS_KAFKA_SASL_PASSWORD=$password"
+      echo "export MODELBUS_KAFKA_CREDENTIALS_DIR=$secrets_dir"
       if [[ "$security" == sasl_ssl ]]; then echo "export MODELBUS_KAFKA_SSL_CA_LOCATION=$tls_dir/ca.pem"; fi
     } >"$secrets_dir/$name.env"
     {

@@ -7,7 +7,7 @@ import ssl
 import pytest
 from pydantic import ValidationError
 
-from modelbus.bus.security import SecuritySettings, aiokafka_options, client_config
+from modelbus.bus.security import SecuritySettings, aiokafka_options, client_config, principal_env
 
 SECURITY_VARIABLES = (
     "MODELBUS_KAFKA_SECURITY_PROTOCOL",
@@ -15,6 +15,7 @@ SECURITY_VARIABLES = (
     "MODELBUS_KAFKA_SASL_USERNAME",
     "MODELBUS_KAFKA_SASL_PASSWORD",
     "MODELBUS_KAFKA_SSL_CA_LOCATION",
+    "MODELBUS_KAFKA_CREDENTIALS_DIR",
 )
 
 
@@ -153,3 +154,26 @@ def test_explicit_settings_win_over_the_environment(monkeypatch: pytest.MonkeyPa
     scram(monkeypatch)
     assert client_config("h:1", security=SecuritySettings(security_protocol="PLAINTEXT",
         sasl_username=None, sasl_password=None)) == {"bootstrap.servers": "h:1"}  # fmt: skip
+
+
+def test_a_service_gets_its_own_principal_from_the_credentials_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    (tmp_path / "inference.env").write_text(
+        "export MODELBUS_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT\n"
+        "export MODELBUS_KAFKA_SASL_USERNAME=inference\n"
+        "export MODELBUS_KAFKA_SASL_PASSWORD=a=b\n"
+    )
+    scram(monkeypatch)
+    monkeypatch.setenv("MODELBUS_KAFKA_CREDENTIALS_DIR", str(tmp_path))
+    assert principal_env("inference") == {
+        "MODELBUS_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "MODELBUS_KAFKA_SASL_USERNAME": "inference",
+        "MODELBUS_KAFKA_SASL_PASSWORD": "a=b",
+    }
+    with pytest.raises(FileNotFoundError, match="no credentials of principal 'monitor'"):
+        principal_env("monitor")
+
+
+def test_without_a_credentials_directory_services_inherit_this_process_environment() -> None:
+    assert principal_env("inference") == {}

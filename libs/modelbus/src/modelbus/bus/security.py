@@ -38,6 +38,12 @@ class SecuritySettings(BaseSettings):
         description="PEM file of the CA that signed the broker's certificate (SASL_SSL); "
         "the system's CAs when unset.",
     )
+    credentials_dir: Path | None = Field(
+        default=None,
+        description="Directory of each principal's <name>.env (kafka.sh writes "
+        "<run dir>/credentials): services started by `modelbus up`/`demo` run as their own "
+        "principal instead of this process's.",
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> SecuritySettings:
@@ -71,6 +77,18 @@ class SecuritySettings(BaseSettings):
     def principal(self) -> str | None:
         """``User:<name>`` as the broker's ACLs name this client, or None when unauthenticated."""
         return f"User:{self.sasl_username}" if self.sasl_username else None
+
+
+def principal_env(name: str, security: SecuritySettings | None = None) -> dict[str, str]:
+    """The environment of principal ``name`` from the credentials directory ({} without one)."""
+    chosen = security or SecuritySettings()
+    if chosen.credentials_dir is None:
+        return {}
+    path = chosen.credentials_dir / f"{name}.env"
+    if not path.is_file():
+        raise FileNotFoundError(f"no credentials of principal {name!r}: {path} is missing")
+    pairs = (line.removeprefix("export ").split("=", 1) for line in path.read_text().splitlines())
+    return {key: value for key, value in pairs}
 
 
 def client_config(

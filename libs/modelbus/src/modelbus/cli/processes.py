@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelbus.bus.security import principal_env
+
 
 @dataclass(frozen=True, slots=True)
 class ServiceProcess:
@@ -54,7 +56,7 @@ class ServiceProcess:
                 [sys.executable, *self.args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **(env or {})},
+                env={**os.environ, **principal_env(self.name), **(env or {})},
                 start_new_session=True,
                 cwd=self.cwd,
             )
