@@ -63,12 +63,6 @@ def test_a_replication_factor_larger_than_the_cluster_is_refused(
         ensure_topics(cluster.bootstrap, specs, replication_factor=4)
 
 
-@pytest.mark.skipif(
-    not os.environ.get("MODELBUS_TEST_BROKER_FAULTS"),
-    reason="not yet seen passing with the client rebuild: the killed transaction coordinator "
-    "fenced the worker's static consumer, which idled until the _FATAL fix (unverified on "
-    "the cluster); set MODELBUS_TEST_BROKER_FAULTS=1 to run it",
-)
 @pytest.mark.timeout(600)  # three brokers start in its setup on a loaded 2-core machine
 def test_exactly_once_inference_rides_out_a_broker_killed_under_load(
     cluster: DedicatedKafka, unique: str, package_v1: tuple[Path, str]
