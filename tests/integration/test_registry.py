@@ -12,6 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
+from modelbus.bus import Publisher
+from modelbus.bus.reading import decoded, read_topic
+from modelbus.bus.topics import SHARED_DLQ_TOPIC
 from modelbus.config import KafkaSettings
 from modelbus.events import types as t
 from modelbus.events.meta import now_utc
@@ -20,6 +23,7 @@ from tests.support.events import meta_at, model_trained
 from tests.support.packages import make_package
 from tests.support.ports import free_port
 from tests.support.processes import TOKEN, http_ready, registry_env, service
+from tests.support.signing import role_signers
 from tests.support.waiting import NotYet, eventually
 
 pytestmark = pytest.mark.integration
@@ -198,6 +202,45 @@ def test_a_corrupted_artifact_is_refused_on_the_bus_and_registers_nothing(
     assert missing.status_code == 404
     failures = httpx.get(f"{registry_process.url}/v1/models/{model}/failures").json()
     assert [f["reason"] for f in failures] == [failed.reason]
+
+
+def test_a_model_trained_not_signed_by_the_trainer_is_dead_lettered_and_registers_nothing(
+    registry_process: RunningRegistry, unique: str
+) -> None:
+    model = f"credit-{unique}"
+    directory = registry_process.artifacts_dir.parent / "forged" / model
+    sha = make_package(directory, model, seed=4)
+    settings = registry_process.bus.settings
+    codec = registry_process.bus.codec
+    for signer in (None, role_signers().signers["monitor"]):
+        forger = Publisher(settings, codec, client_id=f"forger-{unique}", signer=signer)
+        forger.publish(model_trained(model, directory.as_uri(), sha))
+        forger.flush()
+
+    def dead_letters() -> list[t.DeadLetter]:
+        letters = [
+            event
+            for event in decoded(
+                read_topic(settings.bootstrap_servers, SHARED_DLQ_TOPIC),
+                codec,
+                on_undecodable=lambda *_: None,
+            )
+            if isinstance(event, t.DeadLetter) and event.key == model.encode()
+        ]
+        if len(letters) < 2:
+            raise NotYet(f"{len(letters)} dead letters so far")
+        return letters
+
+    letters = eventually(dead_letters)
+    assert sorted(letter.error_type for letter in letters) == ["UnsignedEvent", "WrongSigner"]
+    assert sorted(letter.reason.split(": ", 1)[1] for letter in letters) == [
+        "ModelTrained carries no signature; it must come from trainer",
+        "ModelTrained signed by 'monitor'; only trainer may sign it",
+    ]
+    genuine = model_trained(model, directory.as_uri(), sha)
+    registry_process.publish(genuine)
+    [registered] = registry_process.wait_for(model, t.ModelRegistered)
+    assert (registered.version, registered.meta.causation_id) == (1, genuine.meta.event_id)
 
 
 def test_write_endpoints_publish_requests_on_the_bus(
