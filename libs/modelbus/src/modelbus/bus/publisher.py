@@ -149,6 +149,17 @@ class Publisher:
             raise PublishError("; ".join(errors[:5]) + (" ..." if len(errors) > 5 else ""))
 
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None and _schema_not_ours(error, message):
+            return
         if error is not None:
             with self._lock:
                 self._errors.append(f"{message.topic()}: {error.str()}")
+
+
+def _schema_not_ours(error: KafkaError, message: Message) -> bool:
+    """A producer principal may not write schemas (security on): their owners, the services
+    and `modelbus topics create`, publish them, and a reader dead-letters a fingerprint that
+    nobody published."""
+    return (
+        message.topic() == SCHEMAS_TOPIC and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    )

@@ -71,6 +71,10 @@ def topics_create(
     except DurabilityError as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from error
+    # Producers may not write modelbus.schemas when security is on: the schemas of every
+    # event and of the models' contracts are published here, by whoever creates the topics.
+    schemas = Publisher(settings, cli_codec(settings), client_id="modelbus-topics")
+    schemas.publish_all_schemas()
     described = describe_topics(settings.bootstrap_servers, [spec.name for spec in specs])
     for spec in specs:
         state = "created" if spec.name in created else "exists"
