@@ -160,6 +160,13 @@ def test_missing_keys_say_how_to_make_them(tmp_path: Path) -> None:
         load_signer("registry", TrustSettings(signing_key=tmp_path, trusted_keys=tmp_path))
 
 
+def test_a_private_key_other_users_can_read_is_refused(tmp_path: Path) -> None:
+    generate_keys(tmp_path, roles=("deployer",))
+    (tmp_path / "deployer.key.pem").chmod(0o644)
+    with pytest.raises(KeysMissing, match="can be read by other users: `chmod 600"):
+        load_signer("deployer", TrustSettings(signing_key=tmp_path, trusted_keys=tmp_path))
+
+
 def test_the_dispatcher_dead_letters_an_unsigned_decision_and_never_calls_its_handler() -> None:
     codec = build_codec()
     seen: list = []

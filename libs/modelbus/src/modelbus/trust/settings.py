@@ -54,6 +54,11 @@ def load_signer(role: str, settings: TrustSettings | None = None) -> Signer:
         path = private_key_path(path, role)
     if not path.is_file():
         raise KeysMissing(f"signing key {path} for {role} does not exist: {HOW_TO}")
+    if path.stat().st_mode & 0o077:
+        raise KeysMissing(
+            f"signing key {path} can be read by other users: `chmod 600 {path}` (and consider "
+            "it leaked: generate a new one and rotate)"
+        )
     return Signer(role, load_private_key(path))
 
 
