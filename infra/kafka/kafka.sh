@@ -10,6 +10,7 @@
 #   kafka.sh kill-broker ID   kill node ID at once (SIGKILL)      } `up` starts stopped nodes
 #   kafka.sh start-broker ID  start node ID again                 } again
 #   kafka.sh credentials NAME print the path of principal NAME's env file (security on)
+#   kafka.sh make-credentials make the credentials only (for docker-compose.yml's broker)
 #
 # Settings (environment): KAFKA_PORT (19092), KAFKA_CONTROLLER_PORT (KAFKA_PORT + 1),
 # KAFKA_BROKERS (1), MODELBUS_RUN_DIR (<repo>/.run), KAFKA_START_TIMEOUT_S (60), KAFKA_HEAP (512m),
@@ -62,6 +63,7 @@ answers() {
 secure() { [[ "$security" != none ]]; }
 client_protocol() { if [[ "$security" == sasl_ssl ]]; then echo SASL_SSL; else echo SASL_PLAINTEXT; fi; }
 password_of() { sed -n "s/^$1=//p" "$secrets_dir/passwords"; }
+random_password() { openssl rand -hex 24 2>/dev/null || python3 -c 'import secrets; print(secrets.token_hex(24))'; }
 
 check_security() {
   case "$security" in
@@ -95,7 +97,7 @@ make_credentials() {
   umask 077
   mkdir -p "$secrets_dir"
   if [[ ! -f "$secrets_dir/passwords" ]]; then
-    for name in "${principals[@]}"; do echo "$name=$(openssl rand -hex 24)"; done >"$secrets_dir/passwords"
+    for name in "${principals[@]}"; do echo "$name=$(random_password)"; done >"$secrets_dir/passwords"
   fi
   if [[ "$security" == sasl_ssl ]]; then make_tls; fi
   for name in "${principals[@]}"; do
@@ -326,6 +328,7 @@ case "${1:-}" in
     [[ " ${principals[*]} " == *" ${2:-} "* ]] || { say "name one of: ${principals[*]}"; exit 2; }
     [[ -f "$secrets_dir/$2.env" ]] || { say "no credentials under $secrets_dir (KAFKA_SECURITY=sasl ... up makes them)"; exit 1; }
     echo "$secrets_dir/$2.env" ;;
+  make-credentials) [[ "$security" != none ]] || security=sasl; check_security; make_credentials ;;
   stop-broker) id="$(node_arg "${2:-}")"; stop_node "$id" TERM || say "node $id was not running" ;;
   kill-broker) id="$(node_arg "${2:-}")"; stop_node "$id" KILL || say "node $id was not running" ;;
   start-broker) id="$(node_arg "${2:-}")"; start_node "$id"; wait_until_answers "$id"; say "node $id ready" ;;
