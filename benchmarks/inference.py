@@ -6,14 +6,18 @@ One script, one machine, one run, the same ``credit`` artifact everywhere:
    sustained predictions/s draining a backlog, then p50/p99 latency at 50% of that rate
    (send -> committed result seen by a read_committed consumer); 1 and 2 workers, the
    service's default batch settings. Ratios to mlflow and to the raw pass-through use 1
-   worker process against 1 process; drain rates count results, not offsets.
+   worker process against 1 process; drain rates count results, not offsets. Then the same
+   again with ``MODELBUS_INFERENCE_DELIVERY=at_least_once``, its latencies measured at the
+   same offered loads as exactly-once's (5%, 25%, 50% of exactly-once's max sustained rate),
+   compared per load level in ``delivery_modes``.
 2. ``mlflow models serve --env-manager local`` of the same logged model under a concurrent
    HTTP load generator (threads + httpx), 1-row and 100-row requests.
 3. raw broker pass-through (consume + produce the same bytes, one process), from
    benchmarks/codec.py.
 
-``python -m benchmarks.inference [--backlog N] [--profile]``; the broker is
-MODELBUS_BOOTSTRAP_SERVERS.
+``python -m benchmarks.inference [--backlog N] [--profile] [--quick]``; the broker is
+MODELBUS_BOOTSTRAP_SERVERS. ``--quick`` is a smoke run (1 worker, both delivery modes, short
+steps, no mlflow or pass-through) whose JSON goes to a temporary file, never to results/.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -102,6 +107,26 @@ TARGETS = {
     "p99_ms_at_half_load": 50.0,
     "two_workers_vs_one": 1.5,
 }
+
+
+DELIVERY_MODES = ("exactly_once", "at_least_once")
+LOAD_LEVELS = {"5%": 0.05, "25%": 0.25, "50%": 0.5}
+# The issue's at-least-once tail target (p99 at 5% of the max sustained rate).
+DELIVERY_TARGETS = {"at_least_once_p99_ms_at_5%_load": 10.0}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long each measurement runs."""
+
+    backlog: int
+    drains: int = 3
+    half_load_s: float = 10.0
+    lighter_load_s: float = 5.0
+    step_s: float = 5.0
+
+
+QUICK = Plan(backlog=5_000, drains=1, half_load_s=3.0, lighter_load_s=2.0, step_s=2.0)
 
 
 def log(message: str) -> None:
@@ -317,9 +342,19 @@ def _paced_latency(
 
 
 def modelbus_end_to_end(
-    settings: KafkaSettings, artifact: dict[str, Any], workers: int, backlog: int
+    settings: KafkaSettings,
+    artifact: dict[str, Any],
+    workers: int,
+    plan: Plan,
+    delivery: str = "exactly_once",
+    loads_of_per_s: float | None = None,
 ) -> dict[str, Any]:
-    """Start ``workers`` worker processes on a fresh model; throughput, then half-load latency."""
+    """Start ``workers`` worker processes on a fresh model; throughput, then paced latency.
+
+    Latency is measured at 50%, 25% and 5% of ``loads_of_per_s`` (another run's max sustained
+    rate, so two delivery modes meet the same offered loads), else of this run's own.
+    """
+    backlog = plan.backlog
     model = f"bench{uuid.uuid4().hex[:8]}"
     create_model_topics(settings, model, PARTITIONS)
     codec = request_codec()
@@ -331,6 +366,7 @@ def modelbus_end_to_end(
     env = {
         "MODELBUS_INFERENCE_MAX_BATCH_SIZE": str(SERVICE_DEFAULTS["max_batch_size"]),
         "MODELBUS_INFERENCE_MAX_WAIT_MS": str(SERVICE_DEFAULTS["max_wait_ms"]),
+        "MODELBUS_INFERENCE_DELIVERY": delivery,
     }
     processes = [
         start_worker(settings.bootstrap_servers, model, index=i, **env) for i in range(workers)
@@ -346,32 +382,40 @@ def modelbus_end_to_end(
         _wait_for_members(settings.bootstrap_servers, group, workers)
         warmup = _encoded_requests(codec, model, 5_000, "warm")
         _drain_rate(settings, model, warmup)
-        log(f"{workers} worker(s) warm; draining a backlog of {backlog}")
+        who = f"{workers} worker(s), {delivery}"
+        log(f"{who} warm; draining a backlog of {backlog}")
         # Median of three drains: on 2 shared cores one drain swings with the neighbours.
         drains = []
-        for attempt in range(3):
+        for attempt in range(plan.drains):
             requests = _encoded_requests(codec, model, backlog, f"b{attempt}-")
             drains.append(_drain_rate(settings, model, requests))
-        burst = sorted(drains, key=lambda d: d["predictions_per_s"])[1]
+        burst = sorted(drains, key=lambda d: d["predictions_per_s"])[len(drains) // 2]
         burst = {**burst, "all_drains_per_s": [d["predictions_per_s"] for d in drains]}
-        log(f"{workers} worker(s) drain a backlog at {burst['predictions_per_s']}/s")
-        sustained, steps = _sustained_rate(settings, model, codec, burst["predictions_per_s"])
-        log(f"{workers} worker(s) keep up with {sustained:.0f}/s")
-        half = sustained / 2
-        latency = _paced_latency(settings, model, codec, half, 10.0)
-        log(f"{workers} worker(s) at {half:.0f}/s: p50 {latency['p50_ms']} p99 {latency['p99_ms']}")
+        log(f"{who} drain a backlog at {burst['predictions_per_s']}/s")
+        sustained, steps = _sustained_rate(
+            settings, model, codec, burst["predictions_per_s"], plan.step_s
+        )
+        log(f"{who} keep up with {sustained:.0f}/s")
+        loads_of = loads_of_per_s or sustained
+        half = loads_of / 2
+        latency = _paced_latency(settings, model, codec, half, plan.half_load_s)
+        log(f"{who} at {half:.0f}/s: p50 {latency['p50_ms']} p99 {latency['p99_ms']}")
         lighter = {
-            f"{fraction:.0%}": _paced_latency(settings, model, codec, sustained * fraction, 5.0)
+            f"{fraction:.0%}": _paced_latency(
+                settings, model, codec, loads_of * fraction, plan.lighter_load_s
+            )
             for fraction in (0.25, 0.05)
         }
     finally:
         stop_workers(processes)
     return {
         "workers": workers,
+        "delivery": delivery,
         "configuration": {
             "worker_processes": workers,
             "request_partitions": PARTITIONS,
             **SERVICE_DEFAULTS,
+            "delivery": delivery,
             "load_generator": LOAD_GENERATOR,
         },
         "backlog_drain": burst,
@@ -381,8 +425,72 @@ def modelbus_end_to_end(
             "arrive with max latency under 1 s while the load generator runs on the same cores",
             "steps": steps,
         },
+        "latency_loads_relative_to_per_s": round(loads_of),
         "half_load_latency": latency,
         "lighter_load_latency": lighter,
+    }
+
+
+def delivery_runs(
+    settings: KafkaSettings, artifact: dict[str, Any], plan: Plan, worker_counts: tuple[int, ...]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """mode -> worker count -> modelbus_end_to_end; at-least-once meets exactly-once's loads."""
+    runs: dict[str, dict[str, dict[str, Any]]] = {mode: {} for mode in DELIVERY_MODES}
+    for workers in worker_counts:
+        exactly = modelbus_end_to_end(settings, artifact, workers, plan, "exactly_once")
+        runs["exactly_once"][str(workers)] = exactly
+        runs["at_least_once"][str(workers)] = modelbus_end_to_end(
+            settings,
+            artifact,
+            workers,
+            plan,
+            "at_least_once",
+            loads_of_per_s=exactly["max_sustained"]["predictions_per_s"],
+        )
+    return runs
+
+
+def compare_delivery_modes(runs: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Per worker count and load level: p50/p99/max of each mode, and p99 at-least-once /
+    p99 exactly-once (both measured at the same offered rate)."""
+    compared: dict[str, Any] = {}
+    for workers in runs["exactly_once"]:
+        levels: dict[str, Any] = {}
+        for level in LOAD_LEVELS:
+            figures = {}
+            for mode in DELIVERY_MODES:
+                run = runs[mode][workers]
+                paced = (
+                    run["half_load_latency"]
+                    if level == "50%"
+                    else run["lighter_load_latency"][level]
+                )
+                figures[mode] = {
+                    k: paced[k] for k in ("offered_per_s", "p50_ms", "p99_ms", "max_ms")
+                }
+            ratio = figures["at_least_once"]["p99_ms"] / max(
+                figures["exactly_once"]["p99_ms"], 1e-9
+            )
+            levels[level] = {**figures, "p99_at_least_once_vs_exactly_once": round(ratio, 3)}
+        throughput = {
+            mode: {
+                "backlog_drain_per_s": runs[mode][workers]["backlog_drain"]["predictions_per_s"],
+                "max_sustained_per_s": runs[mode][workers]["max_sustained"]["predictions_per_s"],
+            }
+            for mode in DELIVERY_MODES
+        }
+        compared[workers] = {"by_load": levels, "throughput": throughput}
+    reached = {
+        "at_least_once_p99_ms_at_5%_load": compared["1"]["by_load"]["5%"]["at_least_once"]["p99_ms"]
+    }
+    return {
+        **compared,
+        "note": "load levels are fractions of exactly-once's max sustained rate for both modes; "
+        "latency is send -> result seen by a read_committed reader (for at-least-once, as soon "
+        "as it is delivered)",
+        "targets": DELIVERY_TARGETS,
+        "reached": reached,
+        "met": {name: reached[name] <= target for name, target in DELIVERY_TARGETS.items()},
     }
 
 
@@ -400,12 +508,12 @@ def _wait_for_members(bootstrap: str, group: str, workers: int) -> None:
 
 
 def _sustained_rate(
-    settings: KafkaSettings, model: str, codec: Any, drain_rate: float
+    settings: KafkaSettings, model: str, codec: Any, drain_rate: float, step_s: float = 5.0
 ) -> tuple[float, list[dict[str, Any]]]:
-    """The highest of a few paced rates the workers keep up with (5 s each)."""
+    """The highest of a few paced rates the workers keep up with (``step_s`` each)."""
     steps = []
     for fraction in (0.9, 0.75, 0.6, 0.45, 0.3, 0.15):
-        run = _paced_latency(settings, model, codec, drain_rate * fraction, 5.0)
+        run = _paced_latency(settings, model, codec, drain_rate * fraction, step_s)
         kept_up = (
             run["results_seen"] == run["requests"]
             and run["max_ms"] < 1000
@@ -593,12 +701,25 @@ def main() -> None:
     parser.add_argument("--http-seconds", type=float, default=10.0)
     parser.add_argument("--http-threads", type=int, default=8)
     parser.add_argument("--profile", action="store_true", help="also write a pyinstrument profile")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 1 worker, both delivery modes, short steps; JSON to a temporary file",
+    )
     args = parser.parse_args()
     settings = KafkaSettings(data_partitions=PARTITIONS)
     load_before = os.getloadavg()
     workdir = Path(tempfile.mkdtemp(prefix="modelbus-bench-inference-"))
     log(f"training and logging the credit artifact in {workdir}")
     artifact = logged_artifact(workdir)
+    if args.quick:
+        runs = delivery_runs(settings, artifact, QUICK, (1,))
+        quick = {"quick": True, "plan": QUICK.__dict__, "modelbus_by_delivery": runs}
+        path = workdir / "inference_quick.json"
+        path.write_text(json.dumps({**quick, "delivery_modes": compare_delivery_modes(runs)}))
+        print(path.read_text())
+        log(f"quick run written to {path} (results/ left as it was)")
+        return
 
     log("raw broker pass-through")
     raw = {
@@ -607,7 +728,9 @@ def main() -> None:
             settings.bootstrap_servers, messages=100_000, transactional=True
         ),
     }
-    modelbus = {str(n): modelbus_end_to_end(settings, artifact, n, args.backlog) for n in (1, 2)}
+    runs = delivery_runs(settings, artifact, Plan(backlog=args.backlog), (1, 2))
+    delivery_modes = compare_delivery_modes(runs)
+    modelbus = runs["exactly_once"]
     log("mlflow models serve")
     mlflow = mlflow_serve(artifact, threads=args.http_threads, seconds=args.http_seconds)
     profile_path = None
@@ -664,6 +787,8 @@ def main() -> None:
         "model": "credit (torch-mlp 32-16, 9 contract features)",
         "load_average_at_start_1_5_15": load_before,
         "modelbus": modelbus,
+        "modelbus_at_least_once": runs["at_least_once"],
+        "delivery_modes": delivery_modes,
         "mlflow_serve": mlflow,
         "raw_broker_passthrough": raw,
         "ratios": {
