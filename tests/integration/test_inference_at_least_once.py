@@ -13,6 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
@@ -24,6 +25,7 @@ from tests.support.broker import (
     RequestProducer,
     TopicReader,
     create_model_topics,
+    free_port_block,
     publish_lifecycle,
     request_codec,
 )
@@ -106,6 +108,8 @@ def test_two_workers_sigkilled_in_turn_mid_stream_lose_no_request_and_repeat_ans
     group = f"modelbus-inference-{model}"
     predictions = data_topic(model, "predictions")
 
+    http_port = free_port_block(2)  # worker i answers on http_port + i
+
     def start(index: int) -> subprocess.Popen[bytes]:
         # Small batches: a worker's share of a burst spans many commits, so a kill lands
         # mid-stream.
@@ -113,6 +117,7 @@ def test_two_workers_sigkilled_in_turn_mid_stream_lose_no_request_and_repeat_ans
             bootstrap,
             model,
             index=index,
+            http_port=http_port,
             MODELBUS_INFERENCE_DELIVERY="at_least_once",
             MODELBUS_INFERENCE_MAX_BATCH_SIZE="20",
         )
@@ -142,6 +147,12 @@ def test_two_workers_sigkilled_in_turn_mid_stream_lose_no_request_and_repeat_ans
             producer.send_raw(model, f"bad{number}", b"not a request")
         producer.flush()
         reader.read_until(lambda r: len(results_by_request(r)) >= 1_000, timeout_s=60, settle_s=0)
+        # Liveness works the same: each worker's offset commits show as its last commit age.
+        for index in (0, 1):
+            answer = httpx.get(f"http://127.0.0.1:{http_port + index}/healthz", timeout=5)
+            assert answer.status_code == 200
+            assert answer.json()["state"] == "streaming"
+            assert answer.json()["last_commit_age_s"] is not None
 
         # Worker 1 dies with a burst in flight and comes back in its slot (static membership).
         send(1_000, 2_500)
