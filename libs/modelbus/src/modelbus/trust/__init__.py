@@ -15,6 +15,7 @@ from modelbus.trust.settings import (
     load_trusted,
 )
 from modelbus.trust.signing import (
+    SIGNATURE_ERRORS,
     SIGNATURE_HEADER,
     SIGNED_BY,
     SIGNER_HEADER,
@@ -28,6 +29,7 @@ from modelbus.trust.signing import (
 __all__ = [
     "MANIFEST_SIGNATURE",
     "ROLES",
+    "SIGNATURE_ERRORS",
     "SIGNATURE_HEADER",
     "SIGNED_BY",
     "SIGNER_HEADER",

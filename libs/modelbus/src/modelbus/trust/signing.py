@@ -26,6 +26,10 @@ SIGNED_BY: dict[str, tuple[str, ...]] = {
 """Decisions consumers act on only when signed by one of these roles (event schema -> roles)."""
 
 
+SIGNATURE_ERRORS = frozenset({"UnsignedEvent", "WrongSigner", "UntrustedKey", "BadSignature"})
+"""The DeadLetter error types of refused signatures (what ``modelbus audit`` reports)."""
+
+
 def event_message(topic: str, value: bytes) -> bytes:
     """The bytes an event's signature covers: a purpose tag, the topic, then the value."""
     return b"modelbus-event-v1\0" + topic.encode() + b"\0" + value
