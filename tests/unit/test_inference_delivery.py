@@ -1,4 +1,5 @@
-"""The at-least-once writer: offsets are committed only after every output is delivered (fakes)."""
+"""Delivery modes: the at-least-once writer commits offsets only after every output is delivered;
+both writers report progress only for committed offsets (fakes)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from modelbus_inference.config import Settings
 from modelbus_inference.delivery import AtLeastOnceWriter
 from modelbus_inference.predict import Outgoing
 from modelbus_inference.stream import idempotent_producer_config, producer_config
+from modelbus_inference.transaction import TransactionalWriter
 from modelbus_inference.writer import Fenced, Stuck
 
 TOPIC = "modelbus.credit.requests"
@@ -197,3 +199,44 @@ def test_the_at_least_once_producer_is_idempotent_and_not_transactional() -> Non
     assert "transaction.timeout.ms" not in config
     transactional = producer_config(settings)
     assert {k: v for k, v in transactional.items() if not k.startswith("transaction")} == config
+
+
+class FakeTransactionalProducer:
+    """A transaction that commits, or whose offsets fail the way it is told to."""
+
+    def __init__(self, failure: KafkaError | None = None) -> None:
+        self.failure = failure
+
+    def begin_transaction(self) -> None:
+        pass
+
+    def produce(self, topic, value, key, headers=None) -> None:  # type: ignore[no-untyped-def,unused-ignore]
+        pass
+
+    def send_offsets_to_transaction(self, offsets, metadata, timeout) -> None:  # type: ignore[no-untyped-def,unused-ignore]
+        if self.failure is not None:
+            raise KafkaException(self.failure)
+
+    def commit_transaction(self, timeout: float) -> None:
+        pass
+
+    def abort_transaction(self, timeout: float) -> None:
+        pass
+
+
+def test_the_transactional_writer_reports_progress_only_for_a_committed_transaction() -> None:
+    abort = KafkaError(KafkaError._STATE, "boom", txn_requires_abort=True)
+    commits: list[str] = []
+    for name, producer in (
+        ("committed", FakeTransactionalProducer()),
+        ("aborted", FakeTransactionalProducer(abort)),
+    ):
+        writer = TransactionalWriter(
+            producer,  # type: ignore[arg-type]
+            worker_name="w-0",
+            on_abort=lambda: None,
+            on_commit=lambda name=name: commits.append(name),  # type: ignore[misc]
+        )
+        writer.submit(OUT, OFFSETS, FIRST, object())
+        writer.settle()
+    assert commits == ["committed"]
