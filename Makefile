@@ -14,7 +14,11 @@ TEST_KAFKA := KAFKA_PORT=$(TEST_KAFKA_PORT) MODELBUS_RUN_DIR=$(TEST_RUN_DIR) inf
 # The demo tells its story on an empty log: a broker and state of its own, fresh on every run.
 DEMO_KAFKA_PORT ?= 19292
 DEMO_RUN_DIR ?= $(CURDIR)/.run/demo
-DEMO_KAFKA := KAFKA_PORT=$(DEMO_KAFKA_PORT) MODELBUS_RUN_DIR=$(DEMO_RUN_DIR) infra/kafka/kafka.sh
+# Security on (SCRAM, ACLs, each service as its own principal, the demo itself as admin);
+# DEMO_SECURITY=none runs it in plaintext.
+DEMO_SECURITY ?= sasl
+DEMO_KAFKA := KAFKA_SECURITY=$(DEMO_SECURITY) KAFKA_PORT=$(DEMO_KAFKA_PORT) MODELBUS_RUN_DIR=$(DEMO_RUN_DIR) infra/kafka/kafka.sh
+DEMO_AS_ADMIN := $(if $(filter sasl sasl_ssl,$(DEMO_SECURITY)),source $(DEMO_RUN_DIR)/kafka-$(DEMO_KAFKA_PORT)/credentials/admin.env &&)
 DEMO_ARGS ?=
 export MODELBUS_BOOTSTRAP_SERVERS ?= 127.0.0.1:$(KAFKA_PORT)
 # Signing keys (one Ed25519 pair per role), made by `make setup` when missing; never committed.
@@ -84,7 +88,7 @@ demo: setup ## the whole loop (drift -> retrain -> canary -> promote, bad model 
 	-$(DEMO_KAFKA) down
 	rm -rf $(DEMO_RUN_DIR)
 	$(DEMO_KAFKA) up
-	MODELBUS_BOOTSTRAP_SERVERS=127.0.0.1:$(DEMO_KAFKA_PORT) MODELBUS_RUN_DIR=$(DEMO_RUN_DIR) \
+	$(DEMO_AS_ADMIN) MODELBUS_BOOTSTRAP_SERVERS=127.0.0.1:$(DEMO_KAFKA_PORT) MODELBUS_RUN_DIR=$(DEMO_RUN_DIR) \
 	  $(UV) run --frozen modelbus demo $(DEMO_ARGS) $(if $(DEMO_KEEP),--keep-running); status=$$?; \
 	  if [ -z "$(DEMO_KEEP)" ]; then $(DEMO_KAFKA) down; else \
 	  echo "demo broker left on 127.0.0.1:$(DEMO_KAFKA_PORT) (make demo-down stops it)"; fi; exit $$status
