@@ -24,7 +24,7 @@ from modelbus.cli.processes import ServiceProcess
 from modelbus.events import CodecError, GenericRecord, new_meta
 from modelbus.events import types as t
 from modelbus.events.meta import producer_id
-from modelbus.trust import KeysMissing, load_signer
+from modelbus.trust import KeysMissing, load_signer, load_trusted
 
 app = typer.Typer(
     help="modelbus: models from training to production, through Avro events on Kafka. "
@@ -438,6 +438,13 @@ def _service_processes() -> list[ServiceProcess]:
 @app.command("up")
 def up() -> None:
     """Create the topics and start every built service in the background (logs in .run/logs)."""
+    try:  # the services would each refuse to start without keys: say so once, here
+        for role in ("registry", "trainer", "deployer", "monitor"):
+            load_signer(role)
+        load_trusted()
+    except KeysMissing as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from error
     topics_create(partitions=None)
     for process in _service_processes():
         pid = process.start()
