@@ -78,7 +78,7 @@ def test_the_entry_point_lists_every_command(kafka_settings: KafkaSettings) -> N
     }
     assert listed == {
         "topics", "events", "audit", "replay", "selfcheck", "train", "rollback", "promote",
-        "rollout", "predict", "up", "down", "status", "demo",
+        "rollout", "predict", "up", "down", "status", "demo", "acls", "keys",
     }  # fmt: skip
 
 
