@@ -16,7 +16,6 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from tenacity import retry, stop_after_delay, wait_fixed
 
-from modelbus.bus.reading import read_only_consumer, replay
 from modelbus.bus.security import client_config
 from modelbus.bus.topics import data_topic
 from modelbus.events import new_meta
@@ -26,24 +25,18 @@ from modelbus.packaging import load_package
 from tests.support.broker import (
     RequestProducer,
     TopicReader,
-    create_model_topics,
     encode_request,
     lifecycle_events,
-    publish_lifecycle,
+    records_to_end,
     request_codec,
+    serve_model,
 )
-from tests.support.events import registered
 from tests.support.packages import credit_rows
 from tests.support.processes import start_worker, stop_workers
 from tests.support.results import results_by_request
 from tests.support.waiting import NotYet, eventually
 
 pytestmark = pytest.mark.integration
-
-
-def _serve(kafka_settings, model: str, package: tuple[Path, str]) -> None:  # type: ignore[no-untyped-def]
-    create_model_topics(kafka_settings, model)
-    publish_lifecycle(kafka_settings, request_codec(), registered(model, 1, *package))
 
 
 # Measured: 10,000 results arrived 1.3 s after the first send (2 cores, load average 6.6);
@@ -57,7 +50,7 @@ def test_ten_thousand_requests_give_exactly_ten_thousand_results_scored_as_the_p
     kafka_settings, unique: str, package_v1: tuple[Path, str]
 ) -> None:
     model = f"credit{unique}"
-    _serve(kafka_settings, model, package_v1)
+    serve_model(kafka_settings, model, package_v1)
     codec = request_codec()
     producer = RequestProducer(kafka_settings, codec)
     rows, _ = credit_rows(10_000)
@@ -79,7 +72,9 @@ def test_ten_thousand_requests_give_exactly_ten_thousand_results_scored_as_the_p
         stop_workers([worker])
         reader.close()
     assert len(results) == 10_000, f"{len(results)} results in {TEN_K_ALLOWANCE_S} s"
-    everything = _to_end(kafka_settings.bootstrap_servers, data_topic(model, "predictions"), codec)
+    everything = records_to_end(
+        kafka_settings.bootstrap_servers, data_topic(model, "predictions"), codec
+    )
     counts = results_by_request(everything)
     assert counts == {f"r{n}": 1 for n in range(10_000)}
     assert {r.version for r in results} == {1}
@@ -102,20 +97,11 @@ def _not_yet(reason: str) -> None:
     raise NotYet(reason)
 
 
-def _to_end(bootstrap: str, topic: str, codec) -> list:  # type: ignore[no-untyped-def]
-    """Every committed record of ``topic`` up to its end offsets as of now."""
-    consumer = read_only_consumer(bootstrap, purpose="test-to-end")
-    try:
-        return [codec.decode(envelope.value) for envelope in replay(consumer, topic)]
-    finally:
-        consumer.close()
-
-
 def test_sigkilled_worker_restarted_three_times_loses_and_duplicates_nothing(
     kafka_settings, unique: str, package_v1: tuple[Path, str]
 ) -> None:
     model = f"credit{unique}"
-    _serve(kafka_settings, model, package_v1)
+    serve_model(kafka_settings, model, package_v1)
     codec = request_codec()
     producer = RequestProducer(kafka_settings, codec)
     rows, _ = credit_rows(10_000, seed=11)
@@ -146,7 +132,7 @@ def test_sigkilled_worker_restarted_three_times_loses_and_duplicates_nothing(
         stop_workers(workers.values())
         reader.close()
     # Duplicates are looked for up to the end offsets, not in a settle window.
-    results = _to_end(bootstrap, data_topic(model, "predictions"), codec)
+    results = records_to_end(bootstrap, data_topic(model, "predictions"), codec)
     counts = results_by_request(results)
     duplicated = sorted(rid for rid, n in counts.items() if n > 1)
     missing = {f"r{n}" for n in range(10_000)} - set(counts)
@@ -195,7 +181,7 @@ def test_mixed_stream_gives_results_for_good_requests_and_dead_letters_for_bad(
     kafka_settings, unique: str, package_v1: tuple[Path, str]
 ) -> None:
     model = f"credit{unique}"
-    _serve(kafka_settings, model, package_v1)
+    serve_model(kafka_settings, model, package_v1)
     codec = request_codec()
     producer = RequestProducer(kafka_settings, codec)
     rows, _ = credit_rows(4_000, seed=5)
@@ -258,7 +244,7 @@ def test_two_worker_processes_share_the_consumer_group(
     kafka_settings, unique: str, package_v1: tuple[Path, str]
 ) -> None:
     model = f"credit{unique}"
-    _serve(kafka_settings, model, package_v1)
+    serve_model(kafka_settings, model, package_v1)
     codec = request_codec()
     producer = RequestProducer(kafka_settings, codec)
     rows, _ = credit_rows(2_000, seed=8)

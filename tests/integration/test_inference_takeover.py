@@ -13,30 +13,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from modelbus.bus.reading import follow_from_now, read_only_consumer, replay
+from modelbus.bus.reading import follow_from_now, read_only_consumer
 from modelbus.bus.security import client_config
 from modelbus.bus.topics import data_topic
 from tests.support.broker import (
     RequestProducer,
     TopicReader,
-    create_model_topics,
-    publish_lifecycle,
+    records_to_end,
     request_codec,
+    serve_model,
 )
-from tests.support.events import registered
 from tests.support.packages import CONTRACT, credit_rows
 from tests.support.processes import REPO, start_worker, stop_workers
 from tests.support.results import results_by_request
 from tests.support.waiting import NotYet, eventually
 
 pytestmark = pytest.mark.integration
-
-
-def _serve(kafka_settings, model: str, package: tuple[Path, str]) -> None:  # type: ignore[no-untyped-def]
-    create_model_topics(kafka_settings, model)
-    publish_lifecycle(kafka_settings, request_codec(), registered(model, 1, *package))
 
 
 def _members(bootstrap: str, group: str) -> dict[str, list[int]]:
@@ -49,27 +44,29 @@ def _members(bootstrap: str, group: str) -> dict[str, list[int]]:
     }
 
 
+def _member_id(bootstrap: str, group: str, instance: str) -> str | None:
+    """The member id the coordinator gave group instance ``instance`` (new on each join)."""
+    admin = AdminClient(client_config(bootstrap))
+    description = admin.describe_consumer_groups([group])[group].result()
+    ids = [m.member_id for m in description.members if m.group_instance_id == instance]
+    return ids[0] if ids else None
+
+
 def _slot(result: Any) -> str:
     """``inference-1`` from a result's producer ``inference-1@host``."""
     return str(result.meta.producer).partition("@")[0]
 
 
-def _to_end(bootstrap: str, topic: str, codec: Any, isolation: str) -> list[Any]:
-    """Every record of ``topic`` up to its end offsets as of now, read with ``isolation``."""
-    consumer = read_only_consumer(
-        bootstrap, purpose="test-to-end", extra={"isolation.level": isolation}
-    )
-    try:
-        return [codec.decode(envelope.value) for envelope in replay(consumer, topic)]
-    finally:
-        consumer.close()
+def _last_stable_offset(probe: Any, topic: str, partition: int) -> int:
+    """``partition``'s high watermark as a read_committed consumer ``probe`` sees it."""
+    return int(probe.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1])
 
 
 def test_a_sigkilled_worker_left_dead_has_its_partitions_taken_over_with_no_loss_or_duplicate(
     kafka_settings, unique: str, package_v1: tuple[Path, str]
 ) -> None:
     model = f"credit{unique}"
-    _serve(kafka_settings, model, package_v1)
+    serve_model(kafka_settings, model, package_v1)
     codec = request_codec()
     producer = RequestProducer(kafka_settings, codec)
     rows, _ = credit_rows(6_000, seed=13)
@@ -77,7 +74,11 @@ def test_a_sigkilled_worker_left_dead_has_its_partitions_taken_over_with_no_loss
     group = f"modelbus-inference-{model}"
     predictions = data_topic(model, "predictions")
     # A dead worker's open transaction is aborted by the broker after this timeout.
-    env = {"MODELBUS_INFERENCE_TRANSACTION_TIMEOUT_MS": "5000"}
+    # Small batches: many short transactions, so many chances to stop worker 1 inside one.
+    env = {
+        "MODELBUS_INFERENCE_TRANSACTION_TIMEOUT_MS": "5000",
+        "MODELBUS_INFERENCE_MAX_BATCH_SIZE": "20",
+    }
     workers = {i: start_worker(bootstrap, model, index=i, **env) for i in (0, 1)}
     reader = TopicReader(bootstrap, predictions, codec)
     watcher = follow_from_now(
@@ -104,22 +105,44 @@ def test_a_sigkilled_worker_left_dead_has_its_partitions_taken_over_with_no_loss
         assert {_slot(r) for r in warm} == {"inference-0", "inference-1"}
         victim_partitions = before[f"{group}-1"]
 
-        # A burst, and SIGKILL worker 1 the moment a result of its appears uncommitted.
+        # A burst; worker 1 is SIGKILLed inside an open transaction: on each of its results
+        # seen uncommitted it is stopped (SIGSTOP), and killed only if that result is still
+        # above its partition's last stable offset, i.e. its transaction has not committed
+        # (a stopped worker cannot commit it later); otherwise it goes on (SIGCONT).
         for number in range(400, 4_000):
             producer.send(model, f"r{number}", rows[number])
         producer.flush()
+        lso_probe = read_only_consumer(bootstrap, purpose="test-lso")
+        killed_inside: tuple[int, int] | None = None
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        stable_seen: dict[int, int] = {}  # partition -> a last stable offset already read
+        while killed_inside is None and time.monotonic() < deadline:
             message = watcher.poll(0.01)
-            if (
-                message is not None
-                and message.error() is None
-                and _slot(codec.decode(message.value())) == "inference-1"
-            ):
+            if message is None or message.error() is not None:
+                continue
+            partition, offset = message.partition(), message.offset()
+            if offset < stable_seen.get(partition, 0):
+                continue  # committed already: the watcher is catching up
+            if _slot(codec.decode(message.value())) != "inference-1":
+                continue
+            workers[1].send_signal(signal.SIGSTOP)
+            # A read_committed reader's high watermark is the last stable offset: it stops
+            # below the partition's oldest open transaction. Still there a second after the
+            # stop, the transaction is open, not committing: a commit the worker had asked
+            # for just before its stop would have written its markers by then.
+            stable = _last_stable_offset(lso_probe, predictions, partition)
+            if stable <= offset:
+                time.sleep(1.0)
+                stable = _last_stable_offset(lso_probe, predictions, partition)
+            stable_seen[partition] = stable
+            if stable <= offset:
                 workers[1].send_signal(signal.SIGKILL)
-                break
-        else:
-            pytest.fail("worker 1 produced no result in 60 s")
+                killed_inside = partition, offset
+            else:
+                workers[1].send_signal(signal.SIGCONT)
+        lso_probe.close()
+        if killed_inside is None:
+            pytest.fail("worker 1 had no open transaction to be killed in within 60 s")
         assert workers[1].wait(10) == -signal.SIGKILL
 
         for number in range(4_000, 6_000):
@@ -140,17 +163,17 @@ def test_a_sigkilled_worker_left_dead_has_its_partitions_taken_over_with_no_loss
         reader.close()
         watcher.close()
 
-    committed = _to_end(bootstrap, predictions, codec, "read_committed")
-    everything = _to_end(bootstrap, predictions, codec, "read_uncommitted")
+    committed = records_to_end(bootstrap, predictions, codec, "read_committed")
+    everything = records_to_end(bootstrap, predictions, codec, "read_uncommitted")
     counts = Counter(r.request_id for r in committed)
     assert counts == Counter({f"r{n}": 1 for n in range(6_000)})
-    # Where the kill landed inside an open transaction, its records are ones a read_committed
-    # reader never sees. The kill is timed off a live reader, so it usually lands inside one
-    # but not always (a transaction lasts milliseconds); the run says which it was.
+    # The kill landed inside an open transaction: its records, the one it was killed on
+    # among them, are ones a read_committed reader never sees.
     committed_ids = {r.meta.event_id for r in committed}
     aborted = [r for r in everything if r.meta.event_id not in committed_ids]
-    print(f"records aborted by the kill: {len(aborted)}")
-    assert {_slot(r) for r in aborted} <= {"inference-1"}
+    assert aborted, "the open transaction's records were not found"
+    print(f"killed inside the transaction holding {killed_inside}: {len(aborted)} aborted")
+    assert {_slot(r) for r in aborted} == {"inference-1"}
     # Every aborted result was answered again, once, by the survivor.
     redone = {
         r.request_id: _slot(r) for r in committed if r.request_id in {a.request_id for a in aborted}
@@ -181,7 +204,7 @@ def test_the_supervisor_restarts_a_sigkilled_worker_which_then_serves_again(
     kafka_settings, unique: str, package_v1: tuple[Path, str]
 ) -> None:
     model = f"credit{unique}"
-    _serve(kafka_settings, model, package_v1)
+    serve_model(kafka_settings, model, package_v1)
     codec = request_codec()
     producer = RequestProducer(kafka_settings, codec)
     rows, _ = credit_rows(1_000, seed=17)
@@ -214,6 +237,8 @@ def test_the_supervisor_restarts_a_sigkilled_worker_which_then_serves_again(
             producer.send(model, f"r{number}", rows[number])
         producer.flush()
         reader.read_until(lambda r: len(results_by_request(r)) >= 500, timeout_s=90, settle_s=0)
+        group = f"modelbus-inference-{model}"
+        killed_member = _member_id(bootstrap, group, f"{group}-1")
         os.kill(first[1], signal.SIGKILL)
 
         def replaced() -> dict[int, int]:
@@ -223,15 +248,18 @@ def test_the_supervisor_restarts_a_sigkilled_worker_which_then_serves_again(
             return children
 
         second = eventually(replaced, timeout_s=30)
-        group = f"modelbus-inference-{model}"
 
         def both_slots_hold_partitions() -> None:
             members = _members(bootstrap, group)
             if sorted(members) != [f"{group}-0", f"{group}-1"] or not all(members.values()):
                 raise NotYet(members)
+            # The dead process keeps slot 1 until its session times out; the new one has
+            # joined when the slot has a new member id.
+            if _member_id(bootstrap, group, f"{group}-1") == killed_member:
+                raise NotYet("slot 1 is still the killed worker's")
 
         # Slot 1 is back in the group (static membership) before the next requests go out.
-        eventually(both_slots_hold_partitions, timeout_s=60)
+        eventually(both_slots_hold_partitions, timeout_s=120)
         for number in range(500, 1_000):
             producer.send(model, f"r{number}", rows[number])
         producer.flush()

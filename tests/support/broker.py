@@ -20,13 +20,14 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from modelbus.bus import LIFECYCLE_TOPIC, Publisher, ensure_topics, topic_specs
-from modelbus.bus.reading import end_offsets, read_events, read_only_consumer
+from modelbus.bus.reading import end_offsets, read_events, read_only_consumer, replay
 from modelbus.bus.schema_topic import kafka_schema_store
 from modelbus.bus.security import client_config
 from modelbus.bus.topics import data_topic
 from modelbus.config import KafkaSettings
 from modelbus.events import Codec, GenericRecord, build_codec, new_meta
 from modelbus.events.meta import now_utc
+from tests.support.events import registered
 from tests.support.packages import CONTRACT, TYPED_REQUEST
 from tests.support.signing import role_signers
 from tests.support.waiting import NotYet, eventually
@@ -108,6 +109,26 @@ def publish_lifecycle(settings: KafkaSettings, codec: Codec, *events: Any) -> No
     for event in events:
         publisher.publish(event)
     publisher.flush()
+
+
+def serve_model(settings: KafkaSettings, model: str, package: tuple[Path, str]) -> None:
+    """Create ``model``'s topics and register ``package`` (path, sha256) as its version 1."""
+    create_model_topics(settings, model)
+    publish_lifecycle(settings, request_codec(), registered(model, 1, *package))
+
+
+def records_to_end(
+    bootstrap: str, topic: str, codec: Codec, isolation: str = "read_committed"
+) -> list[Any]:
+    """Every record of ``topic`` up to its end offsets as of now, read with ``isolation``
+    (``read_uncommitted`` also returns the records of aborted transactions)."""
+    consumer = read_only_consumer(
+        bootstrap, purpose="test-to-end", extra={"isolation.level": isolation}
+    )
+    try:
+        return [codec.decode(envelope.value) for envelope in replay(consumer, topic)]
+    finally:
+        consumer.close()
 
 
 class TopicReader:
