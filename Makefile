@@ -62,7 +62,9 @@ codegen: ## regenerate the typed event classes from schemas/
 	$(UV) run --frozen python -m modelbus.events.codegen
 
 test: setup test-kafka-up ## unit + integration + e2e tests against the tests' own broker
-	MODELBUS_BOOTSTRAP_SERVERS=127.0.0.1:$(TEST_KAFKA_PORT) $(PYTEST) tests/unit tests/integration tests/e2e
+	# The tests sign with throwaway keys of their own (tests/conftest.py), never the user's.
+	MODELBUS_SIGNING_KEY= MODELBUS_TRUSTED_KEYS= MODELBUS_BOOTSTRAP_SERVERS=127.0.0.1:$(TEST_KAFKA_PORT) \
+	  $(PYTEST) tests/unit tests/integration tests/e2e
 
 test-kafka-up: ## start the tests' own broker (port TEST_KAFKA_PORT, data under .run/test)
 	$(TEST_KAFKA) up
@@ -71,7 +73,7 @@ test-kafka-down: ## stop the tests' broker
 	$(TEST_KAFKA) down
 
 test-unit: ## unit tests only (no broker)
-	$(PYTEST) tests/unit
+	MODELBUS_SIGNING_KEY= MODELBUS_TRUSTED_KEYS= $(PYTEST) tests/unit
 
 BENCH := MODELBUS_BOOTSTRAP_SERVERS=127.0.0.1:$(TEST_KAFKA_PORT) $(UV) run --frozen python -m
 

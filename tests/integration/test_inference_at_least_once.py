@@ -17,16 +17,15 @@ from typing import Any
 import httpx
 import pytest
 from confluent_kafka import Consumer
-from confluent_kafka.admin import AdminClient
 
 from modelbus.bus.reading import follow_from_now, read_only_consumer, replay
-from modelbus.bus.security import client_config
 from modelbus.bus.topics import data_topic
 from tests.support.broker import (
     RequestProducer,
     TopicReader,
     create_model_topics,
     free_port_block,
+    group_members,
     publish_lifecycle,
     request_codec,
 )
@@ -40,16 +39,6 @@ pytestmark = pytest.mark.integration
 
 REQUESTS = 4_000
 BAD_REQUESTS = 20
-
-
-def _members(bootstrap: str, group: str) -> dict[str, list[int]]:
-    """Group instance id -> partitions it holds now."""
-    admin = AdminClient(client_config(bootstrap))
-    description = admin.describe_consumer_groups([group])[group].result()
-    return {
-        str(m.group_instance_id): sorted(tp.partition for tp in m.assignment.topic_partitions)
-        for m in description.members
-    }
 
 
 def _answer(result: Any) -> tuple[Any, ...]:
@@ -138,7 +127,7 @@ def test_two_workers_sigkilled_in_turn_mid_stream_lose_no_request_and_repeat_ans
     try:
 
         def both_hold_partitions() -> None:
-            members = _members(bootstrap, group)
+            members = group_members(bootstrap, group)
             if len(members) != 2 or not all(members.values()):
                 raise NotYet(members)
 

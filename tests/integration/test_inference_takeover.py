@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 from confluent_kafka import TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from modelbus.bus.reading import follow_from_now, read_only_consumer
-from modelbus.bus.security import client_config
 from modelbus.bus.topics import data_topic
 from tests.support.broker import (
     RequestProducer,
     TopicReader,
+    group_members,
+    member_id,
     records_to_end,
     request_codec,
     serve_model,
@@ -32,24 +32,6 @@ from tests.support.results import results_by_request
 from tests.support.waiting import NotYet, eventually
 
 pytestmark = pytest.mark.integration
-
-
-def _members(bootstrap: str, group: str) -> dict[str, list[int]]:
-    """Group instance id -> partitions it holds now."""
-    admin = AdminClient(client_config(bootstrap))
-    description = admin.describe_consumer_groups([group])[group].result()
-    return {
-        str(m.group_instance_id): sorted(tp.partition for tp in m.assignment.topic_partitions)
-        for m in description.members
-    }
-
-
-def _member_id(bootstrap: str, group: str, instance: str) -> str | None:
-    """The member id the coordinator gave group instance ``instance`` (new on each join)."""
-    admin = AdminClient(client_config(bootstrap))
-    description = admin.describe_consumer_groups([group])[group].result()
-    ids = [m.member_id for m in description.members if m.group_instance_id == instance]
-    return ids[0] if ids else None
 
 
 def _slot(result: Any) -> str:
@@ -90,7 +72,7 @@ def test_a_sigkilled_worker_left_dead_has_its_partitions_taken_over_with_no_loss
     try:
         # Precondition: both workers hold partitions and commit results for them.
         def both_hold_partitions() -> dict[str, list[int]]:
-            members = _members(bootstrap, group)
+            members = group_members(bootstrap, group)
             if len(members) != 2 or not all(members.values()):
                 raise NotYet(members)
             return members
@@ -151,7 +133,7 @@ def test_a_sigkilled_worker_left_dead_has_its_partitions_taken_over_with_no_loss
         reader.read_until(lambda r: len(results_by_request(r)) >= 6_000, timeout_s=120, settle_s=0)
 
         def survivor_holds_everything() -> dict[str, list[int]]:
-            members = _members(bootstrap, group)
+            members = group_members(bootstrap, group)
             if members != {f"{group}-0": [0, 1, 2, 3]}:
                 raise NotYet(members)
             return members
@@ -238,7 +220,7 @@ def test_the_supervisor_restarts_a_sigkilled_worker_which_then_serves_again(
         producer.flush()
         reader.read_until(lambda r: len(results_by_request(r)) >= 500, timeout_s=90, settle_s=0)
         group = f"modelbus-inference-{model}"
-        killed_member = _member_id(bootstrap, group, f"{group}-1")
+        killed_member = member_id(bootstrap, group, f"{group}-1")
         os.kill(first[1], signal.SIGKILL)
 
         def replaced() -> dict[int, int]:
@@ -250,12 +232,12 @@ def test_the_supervisor_restarts_a_sigkilled_worker_which_then_serves_again(
         second = eventually(replaced, timeout_s=30)
 
         def both_slots_hold_partitions() -> None:
-            members = _members(bootstrap, group)
+            members = group_members(bootstrap, group)
             if sorted(members) != [f"{group}-0", f"{group}-1"] or not all(members.values()):
                 raise NotYet(members)
             # The dead process keeps slot 1 until its session times out; the new one has
             # joined when the slot has a new member id.
-            if _member_id(bootstrap, group, f"{group}-1") == killed_member:
+            if member_id(bootstrap, group, f"{group}-1") == killed_member:
                 raise NotYet("slot 1 is still the killed worker's")
 
         # Slot 1 is back in the group (static membership) before the next requests go out.

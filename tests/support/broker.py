@@ -131,6 +131,24 @@ def records_to_end(
         consumer.close()
 
 
+def group_members(bootstrap: str, group: str) -> dict[str, list[int]]:
+    """Group instance id -> the partitions it holds now."""
+    admin = AdminClient(client_config(bootstrap))
+    description = admin.describe_consumer_groups([group])[group].result()
+    return {
+        str(m.group_instance_id): sorted(tp.partition for tp in m.assignment.topic_partitions)
+        for m in description.members
+    }
+
+
+def member_id(bootstrap: str, group: str, instance: str) -> str | None:
+    """The member id the coordinator gave group instance ``instance`` (new on each join)."""
+    admin = AdminClient(client_config(bootstrap))
+    description = admin.describe_consumer_groups([group])[group].result()
+    ids = [m.member_id for m in description.members if m.group_instance_id == instance]
+    return ids[0] if ids else None
+
+
 class TopicReader:
     """Reads a topic from the start with read_committed; decodes with ``codec``."""
 
