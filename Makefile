@@ -61,8 +61,8 @@ fmt: ## format the code
 codegen: ## regenerate the typed event classes from schemas/
 	$(UV) run --frozen python -m modelbus.events.codegen
 
+# The tests sign with throwaway keys of their own (tests/conftest.py), never the user's.
 test: setup test-kafka-up ## unit + integration + e2e tests against the tests' own broker
-	# The tests sign with throwaway keys of their own (tests/conftest.py), never the user's.
 	MODELBUS_SIGNING_KEY= MODELBUS_TRUSTED_KEYS= MODELBUS_BOOTSTRAP_SERVERS=127.0.0.1:$(TEST_KAFKA_PORT) \
 	  $(PYTEST) tests/unit tests/integration tests/e2e
 
