@@ -16,6 +16,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from tenacity import retry, stop_after_delay, wait_fixed
 
+from modelbus.bus.reading import read_events
 from modelbus.bus.security import client_config
 from modelbus.bus.topics import data_topic
 from modelbus.events import new_meta
@@ -27,7 +28,6 @@ from tests.support.broker import (
     TopicReader,
     encode_request,
     lifecycle_events,
-    records_to_end,
     request_codec,
     serve_model,
 )
@@ -72,8 +72,8 @@ def test_ten_thousand_requests_give_exactly_ten_thousand_results_scored_as_the_p
         stop_workers([worker])
         reader.close()
     assert len(results) == 10_000, f"{len(results)} results in {TEN_K_ALLOWANCE_S} s"
-    everything = records_to_end(
-        kafka_settings.bootstrap_servers, data_topic(model, "predictions"), codec
+    everything = list(
+        read_events(kafka_settings.bootstrap_servers, data_topic(model, "predictions"), codec)
     )
     counts = results_by_request(everything)
     assert counts == {f"r{n}": 1 for n in range(10_000)}
@@ -132,7 +132,7 @@ def test_sigkilled_worker_restarted_three_times_loses_and_duplicates_nothing(
         stop_workers(workers.values())
         reader.close()
     # Duplicates are looked for up to the end offsets, not in a settle window.
-    results = records_to_end(bootstrap, data_topic(model, "predictions"), codec)
+    results = list(read_events(bootstrap, data_topic(model, "predictions"), codec))
     counts = results_by_request(results)
     duplicated = sorted(rid for rid, n in counts.items() if n > 1)
     missing = {f"r{n}" for n in range(10_000)} - set(counts)

@@ -13,18 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import TopicPartition
 
-from modelbus.bus.reading import follow_from_now, read_only_consumer
+from modelbus.bus.reading import follow_from_now, read_events, read_only_consumer, watermarks
 from modelbus.bus.topics import data_topic
 from tests.support.broker import (
     RequestProducer,
     TopicReader,
     group_members,
     member_id,
-    records_to_end,
     request_codec,
     serve_model,
+    uncommitted_records,
 )
 from tests.support.packages import CONTRACT, credit_rows
 from tests.support.processes import REPO, start_worker, stop_workers
@@ -37,11 +36,6 @@ pytestmark = pytest.mark.integration
 def _slot(result: Any) -> str:
     """``inference-1`` from a result's producer ``inference-1@host``."""
     return str(result.meta.producer).partition("@")[0]
-
-
-def _last_stable_offset(probe: Any, topic: str, partition: int) -> int:
-    """``partition``'s high watermark as a read_committed consumer ``probe`` sees it."""
-    return int(probe.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1])
 
 
 def test_a_sigkilled_worker_left_dead_has_its_partitions_taken_over_with_no_loss_or_duplicate(
@@ -112,10 +106,10 @@ def test_a_sigkilled_worker_left_dead_has_its_partitions_taken_over_with_no_loss
             # below the partition's oldest open transaction. Still there a second after the
             # stop, the transaction is open, not committing: a commit the worker had asked
             # for just before its stop would have written its markers by then.
-            stable = _last_stable_offset(lso_probe, predictions, partition)
+            stable = watermarks(lso_probe, predictions)[partition][1]
             if stable <= offset:
                 time.sleep(1.0)
-                stable = _last_stable_offset(lso_probe, predictions, partition)
+                stable = watermarks(lso_probe, predictions)[partition][1]
             stable_seen[partition] = stable
             if stable <= offset:
                 workers[1].send_signal(signal.SIGKILL)
@@ -145,8 +139,8 @@ def test_a_sigkilled_worker_left_dead_has_its_partitions_taken_over_with_no_loss
         reader.close()
         watcher.close()
 
-    committed = records_to_end(bootstrap, predictions, codec, "read_committed")
-    everything = records_to_end(bootstrap, predictions, codec, "read_uncommitted")
+    committed = list(read_events(bootstrap, predictions, codec))
+    everything = uncommitted_records(bootstrap, predictions, codec)
     counts = Counter(r.request_id for r in committed)
     assert counts == Counter({f"r{n}": 1 for n in range(6_000)})
     # The kill landed inside an open transaction: its records, the one it was killed on

@@ -20,7 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from modelbus.bus import LIFECYCLE_TOPIC, Publisher, ensure_topics, topic_specs
-from modelbus.bus.reading import end_offsets, read_events, read_only_consumer, replay
+from modelbus.bus.reading import decoded, end_offsets, read_events, read_only_consumer, replay
 from modelbus.bus.schema_topic import kafka_schema_store
 from modelbus.bus.security import client_config
 from modelbus.bus.topics import data_topic
@@ -117,16 +117,14 @@ def serve_model(settings: KafkaSettings, model: str, package: tuple[Path, str]) 
     publish_lifecycle(settings, request_codec(), registered(model, 1, *package))
 
 
-def records_to_end(
-    bootstrap: str, topic: str, codec: Codec, isolation: str = "read_committed"
-) -> list[Any]:
-    """Every record of ``topic`` up to its end offsets as of now, read with ``isolation``
-    (``read_uncommitted`` also returns the records of aborted transactions)."""
+def uncommitted_records(bootstrap: str, topic: str, codec: Codec) -> list[Any]:
+    """Every record of ``topic`` up to its end offsets as of now, read_uncommitted: also
+    those of aborted transactions (``read_events`` gives the committed ones)."""
     consumer = read_only_consumer(
-        bootstrap, purpose="test-to-end", extra={"isolation.level": isolation}
+        bootstrap, purpose="test-to-end", extra={"isolation.level": "read_uncommitted"}
     )
     try:
-        return [codec.decode(envelope.value) for envelope in replay(consumer, topic)]
+        return list(decoded(replay(consumer, topic), codec))
     finally:
         consumer.close()
 
