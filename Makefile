@@ -10,7 +10,11 @@ KAFKA_SECURITY ?= none
 # never reads or writes the lifecycle log of `make demo`/`make up`.
 TEST_KAFKA_PORT ?= 19192
 TEST_RUN_DIR ?= $(CURDIR)/.run/test
-TEST_KAFKA := KAFKA_PORT=$(TEST_KAFKA_PORT) MODELBUS_RUN_DIR=$(TEST_RUN_DIR) infra/kafka/kafka.sh
+# The suite runs on a secured broker (SCRAM, ACLs) as its admin principal; brokers the tests
+# start themselves take the same credentials. TEST_SECURITY=none runs it in plaintext.
+TEST_SECURITY ?= sasl
+TEST_KAFKA := KAFKA_SECURITY=$(TEST_SECURITY) KAFKA_PORT=$(TEST_KAFKA_PORT) MODELBUS_RUN_DIR=$(TEST_RUN_DIR) infra/kafka/kafka.sh
+TEST_AS_ADMIN := $(if $(filter sasl,$(TEST_SECURITY)),source $(TEST_RUN_DIR)/kafka-$(TEST_KAFKA_PORT)/credentials/admin.env && unset MODELBUS_KAFKA_CREDENTIALS_DIR &&)
 # The demo tells its story on an empty log: a broker and state of its own, fresh on every run.
 DEMO_KAFKA_PORT ?= 19292
 DEMO_RUN_DIR ?= $(CURDIR)/.run/demo
@@ -63,10 +67,10 @@ codegen: ## regenerate the typed event classes from schemas/
 
 # The tests sign with throwaway keys of their own (tests/conftest.py), never the user's.
 test: setup test-kafka-up ## unit + integration + e2e tests against the tests' own broker
-	MODELBUS_SIGNING_KEY= MODELBUS_TRUSTED_KEYS= MODELBUS_BOOTSTRAP_SERVERS=127.0.0.1:$(TEST_KAFKA_PORT) \
+	$(TEST_AS_ADMIN) MODELBUS_SIGNING_KEY= MODELBUS_TRUSTED_KEYS= MODELBUS_BOOTSTRAP_SERVERS=127.0.0.1:$(TEST_KAFKA_PORT) \
 	  $(PYTEST) tests/unit tests/integration tests/e2e
 
-test-kafka-up: ## start the tests' own broker (port TEST_KAFKA_PORT, data under .run/test)
+test-kafka-up: ## start the tests' own broker (port TEST_KAFKA_PORT, data under .run/test, TEST_SECURITY)
 	$(TEST_KAFKA) up
 
 test-kafka-down: ## stop the tests' broker
@@ -75,7 +79,7 @@ test-kafka-down: ## stop the tests' broker
 test-unit: ## unit tests only (no broker)
 	MODELBUS_SIGNING_KEY= MODELBUS_TRUSTED_KEYS= $(PYTEST) tests/unit
 
-BENCH := MODELBUS_BOOTSTRAP_SERVERS=127.0.0.1:$(TEST_KAFKA_PORT) $(UV) run --frozen python -m
+BENCH := $(TEST_AS_ADMIN) MODELBUS_BOOTSTRAP_SERVERS=127.0.0.1:$(TEST_KAFKA_PORT) $(UV) run --frozen python -m
 
 bench: setup test-kafka-up ## run the benchmarks (on the tests' broker); JSON results in benchmarks/results/
 	$(BENCH) benchmarks.codec
