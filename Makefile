@@ -87,6 +87,7 @@ bench: setup test-kafka-up ## run the benchmarks (on the tests' broker); JSON re
 	$(BENCH) benchmarks.inference
 	$(BENCH) benchmarks.drift
 	$(BENCH) benchmarks.rollout
+	$(BENCH) benchmarks.faults
 	$(UV) run --frozen python -m benchmarks.cluster
 	$(UV) run --frozen python -m benchmarks.loop
 
