@@ -4,6 +4,12 @@ The broker is, in order: ``MODELBUS_BOOTSTRAP_SERVERS``/``KAFKA_BOOTSTRAP_SERVER
 (``make test`` sets it after ``make kafka-up``); Kafka in testcontainers when a Docker engine
 answers; else the native broker from infra/kafka, started here on a free port and stopped at
 the end.
+
+Security: ``make test`` starts the tests' broker with SCRAM and ACLs (TEST_SECURITY=sasl) and
+runs the session as its admin principal (``MODELBUS_KAFKA_*``, inherited by every process a
+test starts; brokers a test starts itself take the same credentials, see
+``tests.support.broker.dedicated_kafka``). Before any test runs, the session checks that its
+settings reach the broker, and stops with the reason when they do not.
 """
 
 from __future__ import annotations
@@ -29,6 +35,72 @@ def _docker_answers() -> bool:
         return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every process of the session runs as the session's principal: a credentials directory
+    (which would make ``modelbus up`` start each service as its own principal of one broker)
+    is dropped, and incomplete security settings stop the session at once."""
+    from pydantic import ValidationError
+
+    from modelbus.bus.security import SecuritySettings
+
+    os.environ.pop("MODELBUS_KAFKA_CREDENTIALS_DIR", None)
+    try:
+        SecuritySettings()
+    except ValidationError as error:
+        pytest.exit(f"the tests' Kafka security settings are incomplete: {error}", returncode=4)
+
+
+def _secured_by_kafka_sh(bootstrap: str) -> Path | None:
+    """The credentials directory of the broker on ``bootstrap`` when infra/kafka started it
+    under .run/test with security on (what ``make test`` does), else None."""
+    port = bootstrap.split(",")[0].rsplit(":", 1)[-1]
+    run_dir = Path(os.environ.get("TEST_RUN_DIR", REPO / ".run" / "test")) / f"kafka-{port}"
+    properties = run_dir / "server.properties"
+    if properties.is_file() and "sasl.enabled.mechanisms=" in properties.read_text():
+        return run_dir / "credentials"
+    return None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Before the first test that needs the broker: can this session's settings reach it?
+    One clear message instead of a timeout in every test."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    from modelbus.bus.security import SecuritySettings, client_config
+
+    bootstrap = os.environ.get("MODELBUS_BOOTSTRAP_SERVERS") or os.environ.get(
+        "KAFKA_BOOTSTRAP_SERVERS"
+    )
+    if not bootstrap or not any(item.get_closest_marker("integration") for item in session.items):
+        return
+    security = SecuritySettings()
+    who = f"as {security.principal}" if security.principal else "unauthenticated"
+    credentials = _secured_by_kafka_sh(bootstrap)
+    where = credentials or "<run dir>/kafka-<port>/credentials"
+    how = (
+        "`make test` does this for you; by hand: "
+        f"`source {where}/admin.env && unset MODELBUS_KAFKA_CREDENTIALS_DIR`, "
+        "or run the suite on a plaintext broker with `make test TEST_SECURITY=none`"
+    )
+    if credentials is not None and security.principal is None:
+        pytest.exit(
+            f"the tests' broker {bootstrap} runs with security on (SCRAM, ACLs) but this session "
+            f"has no credentials (MODELBUS_KAFKA_SASL_USERNAME/PASSWORD are unset): {how}",
+            returncode=4,
+        )
+    try:
+        AdminClient(client_config(bootstrap)).list_topics(timeout=30)
+    except KafkaException as error:
+        pytest.exit(
+            f"the tests' broker {bootstrap} did not answer this session {who} "
+            f"({security.security_protocol}) within 30 s: {error.args[0]}. If it runs with "
+            f"security on, the session needs its admin credentials ({how}); if it runs "
+            "without, unset MODELBUS_KAFKA_*.",
+            returncode=4,
+        )
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -18,7 +18,10 @@
 # SCRAM-SHA-512 and KRaft's StandardAuthorizer denies whatever no ACL allows; sasl_ssl adds TLS
 # with a CA of the run directory's own. Each principal (admin, registry, trainer, deployer,
 # inference, monitor, client) gets a random password at first `up`, kept under
-# <run dir>/credentials/ (mode 600): NAME.env to source, NAME.properties for Kafka's tools.
+# <run dir>/credentials/ (mode 600): NAME.env to source, NAME.properties for Kafka's tools;
+# KAFKA_PASSWORDS_FROM names a file of NAME=password lines (another run directory's
+# credentials/passwords) whose passwords it takes instead, so one principal's credentials reach
+# several brokers (the tests' session and the brokers tests start themselves).
 # Node i of a cluster listens on KAFKA_PORT + 2(i-1) (clients) and the port after it (controller);
 # bootstrap servers: 127.0.0.1:KAFKA_PORT,127.0.0.1:KAFKA_PORT+2,...
 set -euo pipefail
@@ -97,7 +100,14 @@ make_credentials() {
   umask 077
   mkdir -p "$secrets_dir"
   if [[ ! -f "$secrets_dir/passwords" ]]; then
-    for name in "${principals[@]}"; do echo "$name=$(random_password)"; done >"$secrets_dir/passwords"
+    if [[ -n "${KAFKA_PASSWORDS_FROM:-}" ]]; then
+      [[ -f "$KAFKA_PASSWORDS_FROM" ]] || { say "KAFKA_PASSWORDS_FROM=$KAFKA_PASSWORDS_FROM is no file"; exit 1; }
+      for name in "${principals[@]}"; do grep -E "^$name=.+" "$KAFKA_PASSWORDS_FROM" || true; done >"$secrets_dir/passwords"
+    fi
+    touch "$secrets_dir/passwords"
+    for name in "${principals[@]}"; do
+      [[ -n "$(password_of "$name")" ]] || echo "$name=$(random_password)" >>"$secrets_dir/passwords"
+    done
   fi
   if [[ "$security" == sasl_ssl ]]; then make_tls; fi
   for name in "${principals[@]}"; do
@@ -223,6 +233,7 @@ up() {
   local id all_running=1
   for id in $(seq 1 "$brokers"); do running "$id" || all_running=0; done
   if ((all_running)); then
+    check_running_security
     say "already running on $(bootstrap)"
     return 0
   fi
@@ -234,6 +245,23 @@ up() {
   for id in $(seq 1 "$brokers"); do wait_until_answers "$id"; done
   if secure; then apply_acls; fi
   say "ready on $(bootstrap)"
+}
+
+# A running broker keeps the security it started with: say so at once rather than let clients
+# of the other kind time out against it.
+check_running_security() {
+  local started_secure=0
+  grep -q '^sasl.enabled.mechanisms=' "$(node_dir 1)/server.properties" 2>/dev/null && started_secure=1
+  if secure && ((!started_secure)); then
+    say "already running on $(bootstrap) with security off, but KAFKA_SECURITY=$security:"
+    say "stop it (down), remove $run_dir (its data too) and run up again, or use KAFKA_SECURITY=none"
+    exit 1
+  fi
+  if ! secure && ((started_secure)); then
+    say "already running on $(bootstrap) with security on, but KAFKA_SECURITY=none:"
+    say "its clients need the credentials under $secrets_dir (or stop it and start it with KAFKA_SECURITY=none)"
+    exit 1
+  fi
 }
 
 # The ACL table of libs/modelbus (modelbus.bus.acls) for the models in MODELBUS_MODELS

@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient
 from modelbus.bus import LIFECYCLE_TOPIC, Publisher, ensure_topics, topic_specs
 from modelbus.bus.reading import decoded, end_offsets, read_events, read_only_consumer, replay
 from modelbus.bus.schema_topic import kafka_schema_store
-from modelbus.bus.security import client_config
+from modelbus.bus.security import SecuritySettings, client_config
 from modelbus.bus.topics import data_topic
 from modelbus.config import KafkaSettings
 from modelbus.events import Codec, GenericRecord, build_codec, new_meta
@@ -306,17 +306,46 @@ def read_env_file(path: Path) -> dict[str, str]:
     return {name: value for name, value in pairs}
 
 
+def session_security() -> str:
+    """kafka.sh's KAFKA_SECURITY for this process's client settings (``make test`` sets them)."""
+    protocol = SecuritySettings().security_protocol
+    return {"SASL_PLAINTEXT": "sasl", "SASL_SSL": "sasl_ssl"}.get(protocol, "none")
+
+
+def _session_passwords(run_dir: Path, security: str) -> dict[str, str]:
+    """KAFKA_PASSWORDS_FROM naming this session's principal and password, so the test's
+    clients (and the services it starts, which inherit its environment) authenticate on the
+    new broker as they do on the session's; {} when the session runs unauthenticated."""
+    session = SecuritySettings()
+    if security == "none" or session.sasl_username is None or session.sasl_password is None:
+        return {}
+    if session.security_protocol == "SASL_SSL" or security == "sasl_ssl":
+        # A new broker makes a CA of its own, which the session's ssl_ca_location cannot name.
+        raise ValueError(
+            "brokers a test starts itself run sasl, not sasl_ssl: run the suite with "
+            "TEST_SECURITY=sasl or none"
+        )
+    path = run_dir / "session-passwords"
+    path.touch(mode=0o600)
+    path.write_text(f"{session.sasl_username}={session.sasl_password.get_secret_value()}\n")
+    return {"KAFKA_PASSWORDS_FROM": str(path)}
+
+
 @contextlib.contextmanager
 def dedicated_kafka(
-    run_dir: Path, brokers: int = 1, *, security: str = "none"
+    run_dir: Path, brokers: int = 1, *, security: str | None = None
 ) -> Iterator[DedicatedKafka]:
     """Start a broker (or a cluster of ``brokers``) of one's own; stop it at the end.
 
-    ``security`` is kafka.sh's KAFKA_SECURITY: none, sasl (SCRAM and ACLs) or sasl_ssl.
+    ``security`` is kafka.sh's KAFKA_SECURITY: none, sasl (SCRAM and ACLs) or sasl_ssl; by
+    default the session's (``session_security``), with the session's principal and password,
+    so the test's client settings reach this broker too.
     """
+    chosen = security or session_security()
     env = {
         **os.environ,
-        "KAFKA_SECURITY": security,
+        **_session_passwords(run_dir, chosen),
+        "KAFKA_SECURITY": chosen,
         "KAFKA_PORT": str(free_port_block(2 * brokers)),
         "KAFKA_BROKERS": str(brokers),
         "MODELBUS_RUN_DIR": str(run_dir),
