@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections import Counter
@@ -30,34 +29,19 @@ from modelbus.bus.schema_topic import kafka_schema_store
 from modelbus.cli.story import Story
 from modelbus.events import GenericRecord, build_codec
 from modelbus.events import types as t
+from tests.support.broker import dedicated_kafka
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
-KAFKA = str(REPO / "infra" / "kafka" / "kafka.sh")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def fresh_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """(bootstrap servers, run dir) of a broker started for this module alone."""
+    """(bootstrap servers, run dir) of a broker started for this module alone (with the
+    session's security: ``make test`` runs the suite secured)."""
     run_dir = tmp_path_factory.mktemp("demo")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "KAFKA_PORT": str(port),
-        "KAFKA_CONTROLLER_PORT": str(_free_port()),
-        "MODELBUS_RUN_DIR": str(run_dir),
-    }
-    subprocess.run([KAFKA, "up"], env=env, check=True)
-    try:
-        yield f"127.0.0.1:{port}", run_dir
-    finally:
-        subprocess.run([KAFKA, "down"], env=env, check=False)
+    with dedicated_kafka(run_dir) as broker:
+        yield broker.bootstrap, run_dir
 
 
 @pytest.fixture(scope="module")
