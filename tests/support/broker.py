@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import socket
 import subprocess
 import time
@@ -249,8 +250,12 @@ KAFKA_SCRIPT = str(Path(__file__).resolve().parents[2] / "infra" / "kafka" / "ka
 
 
 def free_port_block(size: int) -> int:
-    """The first port of ``size`` consecutive free ports (never the shared brokers' ports)."""
-    for base in range(21_000, 29_000, 50):
+    """The first port of ``size`` consecutive free ports (never the shared brokers' ports),
+    from a random place in the range: brokers started at once (other sessions' tests and
+    benchmarks on one machine) then rarely race for the same block."""
+    blocks = list(range(21_000, 29_000, 50))
+    start = random.randrange(len(blocks))
+    for base in blocks[start:] + blocks[:start]:
         try:
             for port in range(base, base + size):
                 with socket.socket() as sock:
