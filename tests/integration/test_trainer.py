@@ -25,6 +25,7 @@ from modelbus_trainer.bootstrap import bootstrap, replay_lifecycle
 from modelbus_trainer.config import Settings
 from modelbus_trainer.domain import TrainerState
 from modelbus_trainer.snapshot import load_snapshot
+from tests.support.signing import role_signers
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -83,7 +84,7 @@ def trainer(kafka_settings, tmp_path_factory) -> Iterator[tuple]:
         repo_dir=REPO,
     )
     codec = build_codec(kafka_schema_store(kafka_settings.bootstrap_servers), models=("credit",))
-    publisher = Publisher(kafka_settings, codec, client_id="test-trainer")
+    publisher = Publisher(kafka_settings, codec, client_id="test-trainer", signer=role_signers())
     publisher.publish_all_schemas()
     watch = LifecycleWatch(kafka_settings.bootstrap_servers, codec)
     app = bootstrap(settings)

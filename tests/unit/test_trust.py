@@ -18,10 +18,12 @@ from modelbus.trust import (
     MANIFEST_SIGNATURE,
     ROLES,
     SIGNATURE_HEADER,
+    SIGNED_BY,
     SIGNER_HEADER,
     TRUST_FILE,
     KeysMissing,
     Signer,
+    SignerPerRole,
     TrustedKeys,
     TrustSettings,
     check_event,
@@ -231,3 +233,115 @@ def _copy(package: Path, tmp_path: Path) -> Path:
     import shutil
 
     return Path(shutil.copytree(package, tmp_path / "copy"))
+
+
+# -- who signs each input the deployer, the trainer and the monitor act on ------------------
+
+OWNERS = {
+    "TrainingStarted": ("trainer",),
+    "ModelTrained": ("trainer",),
+    "TrainingFailed": ("trainer",),
+    "ModelRegistered": ("registry",),
+    "RolloutStarted": ("deployer",),
+    "TrafficShifted": ("deployer", "operator"),
+    "CanaryEvaluated": ("deployer",),
+    "ModelPromoted": ("deployer",),
+    "ModelRolledBack": ("deployer",),
+    "ModelHealth": ("monitor",),
+    "DriftDetected": ("monitor",),
+    "TrainingRequested": ("operator", "registry"),
+    "PromotionRequested": ("operator", "registry"),
+    "RollbackRequested": ("operator", "registry"),
+}
+
+
+def test_the_role_table_names_the_owner_of_every_decision() -> None:
+    assert {name.rsplit(".", 1)[1]: roles for name, roles in SIGNED_BY.items()} == OWNERS
+
+
+@pytest.mark.parametrize("kind", sorted(OWNERS))
+def test_each_decision_is_accepted_from_its_owners_and_refused_from_any_other_role(
+    kind: str,
+) -> None:
+    name = f"modelbus.events.{kind}"
+    signers = {role: _signer(role) for role in ROLES}
+    trusted = _trust(*signers.values())
+    for role, signer in signers.items():
+        headers = dict(signer.headers(LIFECYCLE_TOPIC, VALUE, name))
+        rejection = check_event(name, LIFECYCLE_TOPIC, VALUE, headers, trusted)
+        if role in OWNERS[kind]:
+            assert rejection is None, role
+        else:
+            assert rejection is not None
+            assert rejection.error_type == "WrongSigner"
+            assert rejection.reason == (
+                f"{kind} signed by {role!r}; only {' or '.join(OWNERS[kind])} may sign it"
+            )
+    unsigned = check_event(name, LIFECYCLE_TOPIC, VALUE, {}, trusted)
+    assert unsigned is not None
+    assert unsigned.error_type == "UnsignedEvent"
+
+
+def test_every_input_of_the_deployer_and_the_trainer_needs_a_signature_but_load_failures() -> None:
+    from modelbus_deployer.handlers import EVENT_HANDLERS as DEPLOYER
+    from modelbus_monitor.handlers import EVENT_HANDLERS as MONITOR
+    from modelbus_trainer.handlers import EVENT_HANDLERS as TRAINER
+
+    unsigned = {
+        kind.__name__
+        for kind in [*DEPLOYER, *TRAINER, *MONITOR]
+        if kind.SCHEMA_NAME not in SIGNED_BY
+    }
+    assert unsigned == {"ModelLoadFailed"}  # inference holds no signing key
+
+
+def test_tools_acting_as_each_role_sign_requests_as_the_operator_and_alerts_as_the_monitor() -> (
+    None
+):
+    signers = SignerPerRole({role: _signer(role) for role in ROLES})
+    for kind, role in [
+        ("TrainingRequested", "operator"),
+        ("PromotionRequested", "operator"),
+        ("DriftDetected", "monitor"),
+        ("ModelHealth", "monitor"),
+        ("ModelRegistered", "registry"),
+        ("ModelPromoted", "deployer"),
+    ]:
+        headers = dict(signers.headers(LIFECYCLE_TOPIC, VALUE, f"modelbus.events.{kind}"))
+        assert headers[SIGNER_HEADER].decode().split(":")[0] == role, kind
+
+
+def test_the_trainer_dead_letters_an_unsigned_drift_alert_and_starts_no_training() -> None:
+    codec = build_codec()
+    started: list = []
+    monitor, deployer = _signer("monitor"), _signer("deployer")
+    dispatcher = Dispatcher(
+        codec,
+        {t.DriftDetected: [started.append]},
+        producer="trainer",
+        trusted=_trust(monitor, deployer),
+    )
+    value = codec.encode(example_event(t.DriftDetected))
+    name = "modelbus.events.DriftDetected"
+    forged = Envelope(topic=LIFECYCLE_TOPIC, value=value, key=b"credit", partition=0, offset=4)
+    outcome = dispatcher.dispatch(forged)
+    assert outcome.dead_letter is not None
+    assert outcome.dead_letter.reason == (
+        "modelbus.lifecycle[0]@4: DriftDetected carries no signature; it must come from monitor"
+    )
+    wrong = Envelope(
+        topic=LIFECYCLE_TOPIC,
+        value=value,
+        key=b"credit",
+        headers=dict(deployer.headers(LIFECYCLE_TOPIC, value, name)),
+    )
+    assert dispatcher.dispatch(wrong).dead_letter.error_type == "WrongSigner"  # type: ignore[union-attr]
+    assert started == []
+    signed = Envelope(
+        topic=LIFECYCLE_TOPIC,
+        value=value,
+        key=b"credit",
+        headers=dict(monitor.headers(LIFECYCLE_TOPIC, value, name)),
+    )
+    assert dispatcher.dispatch(signed).dead_letter is None
+    assert len(started) == 1

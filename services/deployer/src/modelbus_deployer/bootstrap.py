@@ -11,7 +11,7 @@ from modelbus.bus.reading import read_only_consumer
 from modelbus.bus.security import client_config
 from modelbus.events import build_codec
 from modelbus.events.meta import producer_id
-from modelbus.trust import load_signer
+from modelbus.trust import load_signer, load_trusted
 from modelbus_deployer.config import Settings
 from modelbus_deployer.domain import Deployer
 from modelbus_deployer.stream import DeployerLoop
@@ -23,6 +23,7 @@ def bootstrap(settings: Settings) -> DeployerLoop:
     codec = build_codec(kafka_schema_store(kafka.bootstrap_servers))
     producer = producer_id("deployer")
     signer = load_signer("deployer")  # refuse to start without keys: it signs TrafficShifted
+    trusted = load_trusted()  # and acts only on correctly signed inputs
     lifecycle = Consumer(
         {
             **client_config(kafka.bootstrap_servers),
@@ -57,5 +58,7 @@ def bootstrap(settings: Settings) -> DeployerLoop:
         new_deployer,
         new_publisher,
         tick_s=settings.tick_s,
+        trusted=trusted,
+        producer=producer,
         watches=lambda model: pattern.fullmatch(model) is not None,
     )

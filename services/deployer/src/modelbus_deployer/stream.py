@@ -6,6 +6,9 @@ folds the whole log from offset 0 (``decide`` on every event, publishing only wh
 lacks), catches up on the health windows of running rollouts, and goes live. Each trigger's
 decisions are written in one Kafka transaction under a fixed transactional id, so a deposed
 instance is fenced and the log never holds half of a decision.
+
+Only correctly signed inputs count (``SIGNED_BY``): an unsigned or wrongly signed event is
+skipped at replay and, live, dead-lettered with the reason (in its own transaction).
 """
 
 from __future__ import annotations
@@ -21,11 +24,14 @@ import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from modelbus.bus import HEALTH_TOPIC, LIFECYCLE_TOPIC, Publisher
-from modelbus.bus.envelope import from_confluent
+from modelbus.bus.dispatch import dead_letter
+from modelbus.bus.envelope import Envelope, from_confluent
 from modelbus.bus.reading import end_offsets
+from modelbus.bus.topics import dlq_topic_for
 from modelbus.events import Codec, CodecError, GenericRecord
 from modelbus.events import types as t
 from modelbus.events.meta import now_utc
+from modelbus.trust import TrustedKeys, check_event
 from modelbus_deployer.domain import Deployer
 from modelbus_deployer.handlers import handle
 
@@ -46,8 +52,13 @@ class DeployerLoop:
         new_publisher: NewPublisher,
         *,
         tick_s: float,
+        trusted: TrustedKeys,
+        producer: str,
         watches: Callable[[str], bool] = lambda model: True,
     ) -> None:
+        self.trusted = trusted
+        self.producer = producer
+        self.refused = 0
         self.watches = watches
         self.lifecycle = lifecycle
         self.health = health
@@ -148,7 +159,7 @@ class DeployerLoop:
             for message in self.health.consume(500, 0.2):
                 if message.error():
                     continue
-                event = self._decode(message)
+                event = self._decode(message, live=False)
                 if isinstance(event, t.ModelHealth):
                     decided += handle(event, self.deployer, now_utc())
             positions = self.health.position([TopicPartition(HEALTH_TOPIC, p) for p in pending])
@@ -157,8 +168,9 @@ class DeployerLoop:
 
     # -- handling ---------------------------------------------------------------------------
 
-    def _decode(self, message: Any) -> Any:
-        """The event, or None when undecodable, unknown, or about a model not watched."""
+    def _decode(self, message: Any, *, live: bool) -> Any:
+        """The event, or None when undecodable, unknown, about a model not watched, or not
+        signed by a role allowed to publish it (dead-lettered when ``live``)."""
         envelope = from_confluent(message)
         if envelope.key is not None and not self.watches(envelope.key.decode(errors="replace")):
             return None
@@ -169,12 +181,22 @@ class DeployerLoop:
             return None
         if isinstance(event, GenericRecord) or not self.watches(getattr(event, "model", "")):
             return None
+        value = envelope.value or b""
+        refused = check_event(
+            event.SCHEMA_NAME, envelope.topic, value, envelope.headers, self.trusted
+        )
+        if refused is not None:
+            log.warning("refused an event", where=envelope.where, reason=refused.reason, live=live)
+            if live:
+                self._refuse(dead_letter(envelope, refused.error_type, refused.reason,
+                                         producer=self.producer), envelope)  # fmt: skip
+            return None
         return event
 
     def _lifecycle_message(self, message: Any) -> None:
         if self.deployer is None:
             return
-        event = self._decode(message)
+        event = self._decode(message, live=self.replay_end is None)
         if self.replay_end is not None:
             if event is not None and hasattr(event, "meta"):
                 self.on_log.add(event.meta.event_id)
@@ -196,7 +218,7 @@ class DeployerLoop:
         for message in self.health.consume(200, 0):
             if message.error():
                 continue
-            event = self._decode(message)
+            event = self._decode(message, live=True)
             if isinstance(event, t.ModelHealth):
                 self._publish(handle(event, self.deployer, now_utc()))
 
@@ -206,14 +228,23 @@ class DeployerLoop:
         for model in list(self.deployer.models):
             self._publish(self.deployer.tick(model, now=now))
 
-    def _publish(self, decisions: list[Any]) -> None:
-        if not decisions or self.publisher is None:
-            return
+    def _refuse(self, dead: t.DeadLetter, envelope: Envelope) -> None:
+        if self._publish([], dead=(dead, dlq_topic_for(envelope.topic), envelope.key or b"")):
+            self.refused += 1
+
+    def _publish(
+        self, decisions: list[Any], *, dead: tuple[t.DeadLetter, str, bytes] | None = None
+    ) -> bool:
+        if (not decisions and dead is None) or self.publisher is None:
+            return False
         producer = self.publisher.producer
         try:
             producer.begin_transaction()
             for decision in decisions:
                 self.publisher.publish(decision)
+            if dead is not None:
+                letter, topic, key = dead
+                self.publisher.publish(letter, topic=topic, key=key)
             producer.commit_transaction(30)
         except Exception as error:
             # Fenced (another deployer took over) or the broker failed us: this instance's
@@ -228,11 +259,12 @@ class DeployerLoop:
             self.lifecycle.subscribe(
                 [LIFECYCLE_TOPIC], on_assign=self._assigned, on_revoke=self._revoked
             )
-            return
+            return False
         self.decisions += len(decisions)
         for decision in decisions:
             log.info("decided", kind=type(decision).__name__, model=decision.model,
                      id=decision.meta.event_id, at=_iso(decision.meta.occurred_at))  # fmt: skip
+        return True
 
 
 def _iso(moment: datetime) -> str:

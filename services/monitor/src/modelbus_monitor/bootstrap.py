@@ -15,7 +15,7 @@ from modelbus.bus.security import client_config
 from modelbus.events import Codec, CodecError, build_codec
 from modelbus.events.meta import now_utc, producer_id
 from modelbus.service import inject
-from modelbus.trust import load_signer
+from modelbus.trust import load_signer, load_trusted
 from modelbus_monitor.config import Settings
 from modelbus_monitor.evidence import Gates
 from modelbus_monitor.handlers import EVENT_HANDLERS
@@ -132,7 +132,8 @@ def bootstrap(settings: Settings) -> Monitor:
         pattern=settings.models_pattern,
     )
     handlers = inject(EVENT_HANDLERS, {"monitors": monitors})
-    ingest = Ingest(monitors, handlers, producer=producer, now=now_utc)  # type: ignore[arg-type]
+    trusted = load_trusted()  # what is served is learnt only from correctly signed events
+    ingest = Ingest(monitors, handlers, producer=producer, now=now_utc, trusted=trusted)  # type: ignore[arg-type]
     consumer = Consumer(
         {
             **client_config(kafka.bootstrap_servers),

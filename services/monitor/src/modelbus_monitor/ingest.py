@@ -6,9 +6,12 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+import structlog
+
 from modelbus.bus import Envelope
 from modelbus.bus.topics import model_of_topic
 from modelbus.events import types as t
+from modelbus.trust import TrustedKeys, check_event
 from modelbus_monitor.domain import Alert
 from modelbus_monitor.evidence import Where
 from modelbus_monitor.handlers import drift_detected, model_health, seconds
@@ -20,6 +23,7 @@ from modelbus_monitor.monitors import Monitors
 CONSUMES = (t.PredictionRequest, t.PredictionResult, t.Feedback)
 
 Handlers = dict[type, list[Callable[[Any], list]]]
+log = structlog.get_logger(__name__)
 
 
 class Ingest:
@@ -32,7 +36,10 @@ class Ingest:
         *,
         producer: str,
         now: Callable[[], datetime],
+        trusted: TrustedKeys | None = None,
     ) -> None:
+        self.trusted = trusted
+        self.refused = 0
         self.monitors = monitors
         self.lifecycle_handlers = lifecycle_handlers
         self.producer = producer
@@ -44,7 +51,10 @@ class Ingest:
         """Handle one event read at ``envelope``."""
         model = model_of_topic(envelope.topic)
         if model is None:
-            for handler in self.lifecycle_handlers.get(type(event), []):
+            handlers = self.lifecycle_handlers.get(type(event), [])
+            if handlers and not self._signed(envelope, event):
+                return []
+            for handler in handlers:
                 handler(event)
             return []
         monitor = self.monitors.models.get(model)
@@ -73,6 +83,23 @@ class Ingest:
         self.pending_flush = True
         self.alerts += len(alerts)
         return [drift_detected(a, producer=self.producer, now=self.now()) for a in alerts]
+
+    def _signed(self, envelope: Envelope, event: Any) -> bool:
+        """Whether ``event`` may steer the monitor: signed by a role allowed to publish it.
+
+        A refused one is skipped, not dead-lettered: the monitor re-reads the lifecycle log at
+        every start, and the deployer and trainer dead-letter it already.
+        """
+        if self.trusted is None:
+            return True
+        value = envelope.value or b""
+        refused = check_event(event.SCHEMA_NAME, envelope.topic, value, envelope.headers,
+                              self.trusted)  # fmt: skip
+        if refused is None:
+            return True
+        self.refused += 1
+        log.warning("skipping an event", where=envelope.where, reason=refused.reason)
+        return False
 
     def closed(self, model: str, summaries: Sequence[HealthSummary]) -> list[t.ModelHealth]:
         """ModelHealth events of the windows just closed."""

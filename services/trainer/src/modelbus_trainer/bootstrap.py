@@ -19,13 +19,13 @@ from modelbus.bus import (
     kafka_schema_store,
 )
 from modelbus.bus.envelope import Envelope
-from modelbus.bus.reading import decoded, read_topic
-from modelbus.events import Codec, CodecError, build_codec
+from modelbus.bus.reading import read_topic
+from modelbus.events import Codec, CodecError, GenericRecord, build_codec
 from modelbus.events import types as t
 from modelbus.events.meta import producer_id
 from modelbus.events.types import CodeVersion
 from modelbus.service import inject
-from modelbus.trust import load_signer, load_trusted
+from modelbus.trust import TrustedKeys, check_event, load_signer, load_trusted
 from modelbus_trainer.config import Settings
 from modelbus_trainer.domain import TrainerState, Trigger
 from modelbus_trainer.handlers import EVENT_HANDLERS, fail_interrupted, finish_job
@@ -103,15 +103,34 @@ class JobPlanner:
         )
 
 
-def replay_lifecycle(bootstrap_servers: str, codec: Codec, state: TrainerState) -> int:
-    """Fold the whole lifecycle log, up to its current end, into ``state``; returns events read."""
+def replay_lifecycle(
+    bootstrap_servers: str, codec: Codec, state: TrainerState, trusted: TrustedKeys | None = None
+) -> int:
+    """Fold the whole lifecycle log, up to its current end, into ``state``; returns events read.
+
+    An event not signed by a role allowed to publish it (``trusted``: MODELBUS_TRUSTED_KEYS by
+    default) is skipped; live, the dispatcher dead-letters it.
+    """
+    trusted = trusted or load_trusted()
     envelopes = read_topic(
         bootstrap_servers, LIFECYCLE_TOPIC, timeout_s=60.0, purpose="trainer-replay"
     )
     count = 0
-    for event in decoded(envelopes, codec, on_undecodable=_skip_undecodable):
-        state.observe(event)
+    for envelope in envelopes:
+        try:
+            event = codec.decode(envelope.value or b"", where=envelope.where)
+        except CodecError as error:
+            _skip_undecodable(envelope, error)
+            continue
         count += 1
+        if isinstance(event, GenericRecord):
+            continue
+        value = envelope.value or b""
+        refused = check_event(event.SCHEMA_NAME, envelope.topic, value, envelope.headers, trusted)
+        if refused is not None:
+            log.warning("replay skips an event", where=envelope.where, reason=refused.reason)
+            continue
+        state.observe(event)
     return count
 
 
@@ -135,12 +154,15 @@ class TrainerApp:
     loop: ConsumerLoop
     producer: str
     codec: Codec
+    trusted: TrustedKeys
 
     def catch_up(self) -> int:
         """Before ``run``: publish the schemas, fold the lifecycle log into the state, and
         fail the jobs it shows started but never ended; returns lifecycle events read."""
         self.publisher.publish_all_schemas()
-        replayed = replay_lifecycle(self.settings.kafka.bootstrap_servers, self.codec, self.state)
+        replayed = replay_lifecycle(
+            self.settings.kafka.bootstrap_servers, self.codec, self.state, self.trusted
+        )
         for event in fail_interrupted(self.state, self.producer):
             self.publisher.publish(event)
         self.publisher.flush()
@@ -183,8 +205,9 @@ def bootstrap(settings: Settings, *, runner: JobRunner | None = None) -> Trainer
     kafka = settings.kafka
     producer = producer_id("trainer")
     codec = build_codec(kafka_schema_store(kafka.bootstrap_servers), models=tuple(kafka.models))
-    # Refuse to start without keys: the trainer signs ModelTrained and every package.
-    load_trusted()
+    # Refuse to start without keys: the trainer signs ModelTrained and every package, and
+    # acts only on correctly signed requests, drift alerts and lifecycle events.
+    trusted = load_trusted()
     publisher = Publisher(kafka, codec, client_id=producer, signer=load_signer("trainer"))
     state = TrainerState(
         drift_cooldown_s=settings.drift_cooldown_s,
@@ -207,8 +230,8 @@ def bootstrap(settings: Settings, *, runner: JobRunner | None = None) -> Trainer
         kafka,
         group_id=settings.group_id,
         topics=[LIFECYCLE_TOPIC],
-        dispatcher=Dispatcher(codec, handlers, producer=producer),
+        dispatcher=Dispatcher(codec, handlers, producer=producer, trusted=trusted),
         publisher=publisher,
         from_beginning=True,
     )
-    return TrainerApp(settings, state, runner, publisher, loop, producer, codec)
+    return TrainerApp(settings, state, runner, publisher, loop, producer, codec, trusted)

@@ -19,11 +19,31 @@ SIGNER_HEADER = "modelbus-signer"
 SIGNATURE_HEADER = "modelbus-signature"
 
 SIGNED_BY: dict[str, tuple[str, ...]] = {
+    # The trainer's outcomes (the registry registers them; the trainer folds its own jobs).
+    "modelbus.events.TrainingStarted": ("trainer",),
     "modelbus.events.ModelTrained": ("trainer",),
+    "modelbus.events.TrainingFailed": ("trainer",),
+    # What the registry holds (the deployer rolls it out, inference and the monitor load it).
     "modelbus.events.ModelRegistered": ("registry",),
+    # The deployer's decisions; an operator may shift traffic by hand.
+    "modelbus.events.RolloutStarted": ("deployer",),
     "modelbus.events.TrafficShifted": ("deployer", "operator"),
+    "modelbus.events.CanaryEvaluated": ("deployer",),
+    "modelbus.events.ModelPromoted": ("deployer",),
+    "modelbus.events.ModelRolledBack": ("deployer",),
+    # The monitor's findings (the deployer judges canaries on health, the trainer retrains).
+    "modelbus.events.ModelHealth": ("monitor",),
+    "modelbus.events.DriftDetected": ("monitor",),
+    # Requests: from the CLI (operator) or through the registry's authenticated API.
+    "modelbus.events.TrainingRequested": ("operator", "registry"),
+    "modelbus.events.PromotionRequested": ("operator", "registry"),
+    "modelbus.events.RollbackRequested": ("operator", "registry"),
 }
-"""Decisions consumers act on only when signed by one of these roles (event schema -> roles)."""
+"""Decisions consumers act on only when signed by one of these roles (event schema -> roles).
+
+The first role is the one that usually publishes it (``SignerPerRole`` signs as that role).
+``ModelLoadFailed`` is not here: inference holds no signing key.
+"""
 
 
 SIGNATURE_ERRORS = frozenset({"UnsignedEvent", "WrongSigner", "UntrustedKey", "BadSignature"})
