@@ -9,6 +9,7 @@ event's decision is on the log, the forged ones before it were handled, without 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -150,6 +151,14 @@ def test_the_deployer_dead_letters_forged_registrations_and_starts_no_rollout_fo
         "ModelRegistered signed by 'monitor'; only registry may sign it",
     ]
     assert {letter.meta.producer.split("@")[0] for letter in letters} == {"deployer"}
+    # The deployer's own audit leaves the forged triggers out, as the deployer did.
+    env = {**os.environ, "MODELBUS_BOOTSTRAP_SERVERS": bootstrap_servers}
+    command = [sys.executable, "-m", "modelbus_deployer", "verify", "--model", model, "--json"]
+    verified = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True,
+                              timeout=60)  # fmt: skip
+    result = json.loads(verified.stdout)
+    assert result["findings"] == [], result["findings"]  # a rollout of v2 would be "missing"
+    assert result["decisions"] == result["matched"] == len(decisions)
 
 
 @pytest.fixture

@@ -179,19 +179,34 @@ def _check(deployer: Deployer, logged: Any, expected: dict[str, Any],
 
 
 def read_and_verify(kafka: KafkaSettings, *, model: str | None = None) -> Verification:
-    """Read both logs to their ends (read-only) and verify; undecodable events are skipped."""
+    """Read both logs to their ends (read-only) and verify; undecodable events are skipped, and
+    so are triggers not signed by their owner (the deployer never acted on them). A decision
+    is kept whoever signed it: a forged one is then reported as not made."""
     from modelbus.bus import LIFECYCLE_TOPIC
-    from modelbus.bus.reading import decoded, read_topic
+    from modelbus.bus.reading import read_topic
     from modelbus.bus.schema_topic import kafka_schema_store
     from modelbus.bus.topics import HEALTH_TOPIC
-    from modelbus.events import GenericRecord, build_codec
+    from modelbus.events import CodecError, GenericRecord, build_codec
+    from modelbus.trust import check_event, load_trusted
 
     codec = build_codec(kafka_schema_store(kafka.bootstrap_servers), models=tuple(kafka.models))
+    trusted = load_trusted()
 
     def events(topic: str) -> list[Any]:
-        envelopes = read_topic(kafka.bootstrap_servers, topic, purpose="deployer-verify")
-        every = decoded(envelopes, codec, on_undecodable=lambda envelope, error: None)
-        return [e for e in every if not isinstance(e, GenericRecord)]
+        kept = []
+        for envelope in read_topic(kafka.bootstrap_servers, topic, purpose="deployer-verify"):
+            value = envelope.value or b""
+            try:
+                event = codec.decode(value, where=envelope.where)
+            except CodecError:
+                continue
+            if isinstance(event, GenericRecord):
+                continue
+            name, headers = event.SCHEMA_NAME, envelope.headers
+            signed = check_event(name, topic, value, headers, trusted) is None
+            if signed or isinstance(event, DECISIONS):
+                kept.append(event)
+        return kept
 
     lifecycle = events(LIFECYCLE_TOPIC)
     health = [w for w in events(HEALTH_TOPIC) if isinstance(w, t.ModelHealth)]
