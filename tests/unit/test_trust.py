@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -345,3 +346,45 @@ def test_the_trainer_dead_letters_an_unsigned_drift_alert_and_starts_no_training
     )
     assert dispatcher.dispatch(signed).dead_letter is None
     assert len(started) == 1
+
+
+def test_the_monitor_learns_what_is_served_only_from_a_registration_the_registry_signed() -> None:
+    from datetime import UTC, datetime
+
+    from modelbus.service import inject
+    from modelbus_monitor.evidence import Gates
+    from modelbus_monitor.handlers import EVENT_HANDLERS
+    from modelbus_monitor.ingest import Ingest
+    from modelbus_monitor.monitors import Monitors
+
+    loaded: list[str] = []
+
+    def loader(uri: str, sha256: str | None) -> Any:
+        loaded.append(uri)
+        raise ValueError("no profile in this test: the version is watched for health only")
+
+    monitors = Monitors(Gates(), join_window_s=60, window_s=5, lateness_s=1, cooldown_s=60,
+                        rearm_after=10, loader=loader)  # fmt: skip
+    registry, monitor = _signer("registry"), _signer("monitor")
+    ingest = Ingest(
+        monitors,
+        inject(EVENT_HANDLERS, {"monitors": monitors}),
+        producer="monitor@test",
+        now=lambda: datetime.now(UTC),
+        trusted=_trust(registry, monitor),
+    )
+    codec = build_codec()
+    event = example_event(t.ModelRegistered)
+    value = codec.encode(event)
+    name = event.SCHEMA_NAME
+    for headers in ({}, dict(monitor.headers(LIFECYCLE_TOPIC, value, name))):
+        envelope = Envelope(topic=LIFECYCLE_TOPIC, value=value, key=b"credit", headers=headers)
+        assert ingest.event(envelope, event) == []
+    assert (ingest.refused, loaded, monitors.models) == (2, [], {})
+    signed = dict(registry.headers(LIFECYCLE_TOPIC, value, name))
+    ingest.event(Envelope(topic=LIFECYCLE_TOPIC, value=value, key=b"credit", headers=signed), event)
+    assert (ingest.refused, loaded, list(monitors.models)) == (
+        2,
+        [event.artifact_uri],
+        [event.model],
+    )
