@@ -79,3 +79,30 @@ def test_only_one_transaction_is_open_at_a_time() -> None:
     with pytest.raises(RuntimeError, match="settle"):
         writer.submit(OUT, OFFSETS, FIRST, object())
     writer.close()
+
+
+def test_a_committed_batch_reports_its_produce_offsets_and_commit_stages_in_order() -> None:
+    stages: list[str] = []
+    writer = TransactionalWriter(
+        FakeProducer(),  # type: ignore[arg-type]
+        worker_name="w-0",
+        on_abort=lambda: None,
+        on_stage=lambda stage, elapsed_ms: stages.append(stage) if elapsed_ms >= 0 else None,
+    )
+    writer.submit(OUT, OFFSETS, FIRST, object())
+    assert writer.settle() is None
+    assert stages == ["produce", "offsets", "commit"]
+
+
+def test_an_aborted_batch_reports_no_commit_stage() -> None:
+    stages: list[str] = []
+    producer = FakeProducer(KafkaError(KafkaError._STATE, "boom", txn_requires_abort=True))
+    writer = TransactionalWriter(
+        producer,  # type: ignore[arg-type]
+        worker_name="w-0",
+        on_abort=lambda: None,
+        on_stage=lambda stage, elapsed_ms: stages.append(stage),
+    )
+    writer.submit(OUT, OFFSETS, FIRST, object())
+    assert writer.settle() == FIRST
+    assert stages == ["produce"]

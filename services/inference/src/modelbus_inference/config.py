@@ -44,7 +44,17 @@ class Settings(BaseSettings):
     )
     max_batch_size: int = Field(default=500, ge=1, description="Most requests in a micro-batch.")
     max_wait_ms: int = Field(
-        default=5, ge=0, description="Longest a micro-batch waits to fill before it runs."
+        default=5,
+        ge=0,
+        description="Longest one poll waits for the first request of a micro-batch; an idle "
+        "worker polls at this pace.",
+    )
+    batch_linger_ms: int = Field(
+        default=0,
+        ge=0,
+        description="Once a batch's first request is in, how long to wait for more before it "
+        "runs. 0: run with what has arrived; batches still grow under load, from whatever "
+        "arrives while the batch before is scored and written.",
     )
     max_request_bytes: int = Field(
         default=65_536, ge=64, description="Larger request messages are dead-lettered."

@@ -48,6 +48,7 @@ class AtLeastOnceWriter(BatchWriter):
         on_abort: Callable[[], object],
         on_commit: Callable[[], object] = lambda: None,
         deadline_s: float = 30.0,
+        on_stage: Callable[[str, float], object] = lambda stage, elapsed_ms: None,
     ) -> None:
         super().__init__(
             producer,
@@ -55,6 +56,7 @@ class AtLeastOnceWriter(BatchWriter):
             on_abort=on_abort,
             on_commit=on_commit,
             deadline_s=deadline_s,
+            on_stage=on_stage,
         )
         self.consumer = consumer
         self._pending_next: list[TopicPartition] = []
@@ -98,11 +100,14 @@ class AtLeastOnceWriter(BatchWriter):
                 failures.append(error)
 
         try:
+            started = time.perf_counter()
             for output in outputs:
                 self._produce(output, deadline, on_delivery=delivered)
+            started = self._stage("produce", started)
             # flush() serves every delivery report before it returns 0.
             while self.producer.flush(0.1) > 0:
                 self._check(deadline, "delivery")
+            self._stage("delivery", started)
         except KafkaException as exception:
             raise Fenced(f"{self.worker_name}: {exception}") from exception
         fatal = [e for e in failures if e.fatal() or e.code() == KafkaError._FATAL]

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from modelbus.bus.security import client_config
 from modelbus.bus.topics import data_topic
@@ -79,6 +87,7 @@ class StreamLoop:
         self.metrics = predictor.metrics
         self.progress = predictor.metrics.progress
         self.progress.stall_after_s = settings.stall_after_s
+        self.observe_stage = self.metrics.stage_observer(settings.model)
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
         self.writer: BatchWriter = self._new_writer(None, None)
@@ -111,9 +120,9 @@ class StreamLoop:
         """Score one micro-batch and hand it to its transaction; returns its request count."""
         consumer = self.consumer
         assert consumer is not None, "start() first"
-        messages = consumer.consume(
-            self.settings.max_batch_size, self.settings.max_wait_ms / 1000 or 0.001
-        )
+        started = time.perf_counter()
+        messages = self._fetch(consumer)
+        fetched = time.perf_counter()
         if self._broken is not None:
             broken, self._broken = self._broken, None
             raise broken
@@ -147,6 +156,7 @@ class StreamLoop:
         serving = self.models.serving
         assert serving is not None, "the stream starts only once a model is served"
         outputs = self.predictor.predict(batch, serving)
+        scored = time.perf_counter()
         next_offsets: dict[tuple[str, int], int] = {}
         first_offsets: dict[tuple[str, int], int] = {}
         for request in batch:
@@ -154,6 +164,10 @@ class StreamLoop:
             next_offsets[where] = request.offset + 1
             first_offsets.setdefault(where, request.offset)
         aborted = self._settle()
+        stage = self.observe_stage
+        stage("fetch", (fetched - started) * 1000)
+        stage("score", (scored - fetched) * 1000)
+        stage("wait", (time.perf_counter() - scored) * 1000)
         if aborted is not None:
             # The previous batch's transaction aborted: replay it and this one, in order.
             for where, offset in first_offsets.items():
@@ -170,6 +184,17 @@ class StreamLoop:
         self.processed += len(batch)
         return len(batch)
 
+    def _fetch(self, consumer: Consumer) -> list[Message]:
+        """Wait up to ``max_wait_ms`` for a first message, then take up to a batch: what has
+        arrived, or what arrives within ``batch_linger_ms``."""
+        settings = self.settings
+        messages = consumer.consume(1, settings.max_wait_ms / 1000 or 0.001)
+        if messages and settings.max_batch_size > 1:
+            messages += consumer.consume(
+                settings.max_batch_size - 1, settings.batch_linger_ms / 1000
+            )
+        return messages
+
     def _settle(self, *, final: bool = False) -> dict[tuple[str, int], int] | None:
         return self.writer.settle(final=final)
 
@@ -184,6 +209,7 @@ class StreamLoop:
                 on_abort=self.metrics.deliveries_failed.labels(model).inc,
                 on_commit=self.progress.committed,
                 deadline_s=settings.kafka_deadline_s,
+                on_stage=self.observe_stage,
             )
         return TransactionalWriter(
             producer,  # type: ignore[arg-type]
@@ -191,6 +217,7 @@ class StreamLoop:
             on_abort=self.metrics.transactions_aborted.labels(model).inc,
             on_commit=self.progress.committed,
             deadline_s=settings.kafka_deadline_s,
+            on_stage=self.observe_stage,
         )
 
     def _offsets_committed(

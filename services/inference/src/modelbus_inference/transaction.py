@@ -30,11 +30,15 @@ class TransactionalWriter(BatchWriter):
         producer = self.producer
         deadline = time.monotonic() + self.deadline_s
         try:
+            started = time.perf_counter()
             producer.begin_transaction()
             for output in outputs:
                 self._produce(output, deadline)
+            started = self._stage("produce", started)
             producer.send_offsets_to_transaction(next_offsets, group_metadata, self._left(deadline))
+            started = self._stage("offsets", started)
             self._commit_with_retries(deadline)
+            self._stage("commit", started)
             return True
         except KafkaException as exception:
             error = exception.args[0]

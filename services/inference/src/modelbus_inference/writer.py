@@ -34,7 +34,8 @@ class BatchWriter:
     Subclasses implement ``_commit`` (on the writer's thread): True when the batch is written,
     False when it must be read again from its first offsets, ``Fenced``/``Stuck`` to rebuild;
     and ``_written`` (on the stream thread, in ``settle``) for what follows a written batch.
-    ``on_commit`` is called once a batch's offsets are known to be committed.
+    ``on_commit`` is called once a batch's offsets are known to be committed; ``on_stage``
+    with each writer-thread stage's duration in ms (see ``Metrics.stage_ms``).
     """
 
     def __init__(
@@ -45,8 +46,10 @@ class BatchWriter:
         on_abort: Callable[[], object],
         on_commit: Callable[[], object] = lambda: None,
         deadline_s: float = 30.0,
+        on_stage: Callable[[str, float], object] = lambda stage, elapsed_ms: None,
     ) -> None:
         self.producer = producer
+        self.on_stage = on_stage
         self.worker_name = worker_name
         self.on_abort = on_abort
         self.on_commit = on_commit
@@ -137,6 +140,12 @@ class BatchWriter:
             except BufferError:
                 self._check(deadline, "produce")
                 self.producer.poll(0.01)
+
+    def _stage(self, stage: str, started: float) -> float:
+        """Report ``stage`` as having run since ``started``; returns now (the next's start)."""
+        now = time.perf_counter()
+        self.on_stage(stage, (now - started) * 1000)
+        return now
 
     def _left(self, deadline: float) -> float:
         return max(0.5, deadline - time.monotonic())

@@ -1,0 +1,129 @@
+"""How the stream loop forms a micro-batch, and the stage timings it records per batch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelbus_inference.config import Settings
+from modelbus_inference.metrics import Metrics
+from modelbus_inference.predict import Incoming, Outgoing
+from modelbus_inference.stream import StreamLoop
+
+
+class FakeMessage:
+    def __init__(self, offset: int) -> None:
+        self._offset = offset
+
+    def error(self) -> None:
+        return None
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes:
+        return f"r{self._offset}".encode()
+
+    def value(self) -> bytes:
+        return b"request"
+
+
+class FakeConsumer:
+    """Hands out what is queued, at most ``n`` per consume(); records every call."""
+
+    def __init__(self, queued: int) -> None:
+        self.queued = [FakeMessage(offset) for offset in range(queued)]
+        self.calls: list[tuple[int, float]] = []
+
+    def consume(self, n: int, timeout: float) -> list[FakeMessage]:
+        self.calls.append((n, timeout))
+        taken, self.queued = self.queued[:n], self.queued[n:]
+        return taken
+
+    def consumer_group_metadata(self) -> object:
+        return object()
+
+
+class EchoPredictor:
+    def __init__(self) -> None:
+        self.metrics = Metrics()
+
+    def predict(self, batch: list[Incoming], serving: object) -> list[Outgoing]:
+        return [Outgoing("out", m.key, m.value or b"", []) for m in batch]
+
+
+class Serving:
+    serving = object()
+
+
+class RecordingWriter:
+    pending = False
+
+    def __init__(self) -> None:
+        self.submitted: list[list[Outgoing]] = []
+
+    def settle(self, *, final: bool = False) -> None:
+        return None
+
+    def submit(self, outputs: list[Outgoing], *args: Any) -> None:
+        self.submitted.append(outputs)
+
+
+def loop_over(consumer: FakeConsumer, **settings: Any) -> tuple[StreamLoop, RecordingWriter]:
+    loop = StreamLoop(Settings(model="credit", **settings), EchoPredictor(), Serving())  # type: ignore[arg-type]
+    writer = RecordingWriter()
+    loop.consumer, loop.writer = consumer, writer  # type: ignore[assignment]
+    return loop, writer
+
+
+def test_a_batch_runs_with_what_has_arrived_once_its_first_request_is_in() -> None:
+    consumer = FakeConsumer(queued=3)
+    loop, writer = loop_over(consumer, max_batch_size=500, max_wait_ms=5)
+
+    assert loop.run_once() == 3
+
+    # Wait up to max_wait_ms for one, then take what is there without waiting (linger 0).
+    assert consumer.calls == [(1, 0.005), (499, 0.0)]
+    assert [[o.key for o in outputs] for outputs in writer.submitted] == [[b"r0", b"r1", b"r2"]]
+
+
+def test_batch_linger_waits_for_more_and_max_batch_size_still_caps_the_batch() -> None:
+    consumer = FakeConsumer(queued=30)
+    loop, _ = loop_over(consumer, max_batch_size=20, max_wait_ms=5, batch_linger_ms=3)
+
+    assert loop.run_once() == 20
+    assert consumer.calls == [(1, 0.005), (19, 0.003)]
+    assert len(consumer.queued) == 10
+
+
+def test_an_idle_poll_makes_one_call_and_submits_nothing() -> None:
+    consumer = FakeConsumer(queued=0)
+    loop, writer = loop_over(consumer, max_wait_ms=5)
+
+    assert loop.run_once() == 0
+    assert consumer.calls == [(1, 0.005)]
+    assert writer.submitted == []
+
+
+def test_each_batch_records_its_fetch_score_and_wait_stages_once() -> None:
+    consumer = FakeConsumer(queued=4)
+    loop, _ = loop_over(consumer, max_batch_size=2)
+
+    loop.run_once()
+    loop.run_once()
+
+    registry = loop.metrics.registry
+    for stage in ("fetch", "score", "wait"):
+        count = registry.get_sample_value(
+            "modelbus_inference_stage_ms_count", {"model": "credit", "stage": stage}
+        )
+        assert count == 2, stage
+    # The writer-thread stages are the writer's to record; none ran here.
+    assert (
+        registry.get_sample_value(
+            "modelbus_inference_stage_ms_count", {"model": "credit", "stage": "commit"}
+        )
+        == 0
+    )
