@@ -10,19 +10,26 @@ One script, one machine, one run, the same ``credit`` artifact everywhere:
    again with ``MODELBUS_INFERENCE_DELIVERY=at_least_once``, its latencies measured at the
    same offered loads as exactly-once's (5%, 25%, 50% of exactly-once's max sustained rate),
    compared per load level in ``delivery_modes``.
+   Each mode's floor (benchmarks/floor.py: the same stream loop with no decode, model or
+   encode; transactional for exactly-once, plain for at-least-once) at the same offered
+   loads, so ``p99_vs_floor`` says what modelbus adds to the tail beyond Kafka itself; every
+   paced run's slowest 1% split into stages (benchmarks/latency.py) goes to
+   results/inference_profile.txt.
 2. ``mlflow models serve --env-manager local`` of the same logged model under a concurrent
    HTTP load generator (threads + httpx), 1-row and 100-row requests.
 3. raw broker pass-through (consume + produce the same bytes, one process), from
    benchmarks/codec.py.
 
 ``python -m benchmarks.inference [--backlog N] [--profile] [--quick]``; the broker is
-MODELBUS_BOOTSTRAP_SERVERS. ``--quick`` is a smoke run (1 worker, both delivery modes, short
-steps, no mlflow or pass-through) whose JSON goes to a temporary file, never to results/.
+MODELBUS_BOOTSTRAP_SERVERS. ``--quick`` is a smoke run (1 worker, both delivery modes and
+their floors, short steps, no mlflow or pass-through) that prints the slowest 1%'s stages and
+writes its JSON to a temporary file, never to results/.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import signal
@@ -44,6 +51,13 @@ from confluent_kafka.admin import AdminClient
 
 from benchmarks.codec import passthrough
 from benchmarks.common import RESULTS, write_result
+from benchmarks.latency import (
+    Seen,
+    render,
+    slowest_breakdown,
+    stage_counts,
+    workers_stage_quantiles,
+)
 from modelbus.bus.reading import follow_from_now
 from modelbus.bus.security import client_config
 from modelbus.bus.topics import data_topic
@@ -109,10 +123,21 @@ TARGETS = {
 }
 
 
+FINDINGS = """
+Where inference latency comes from (benchmarks/inference.py; stages: benchmarks/latency.py)
+TO BE WRITTEN FROM THE MEASUREMENTS BELOW
+"""
+
 DELIVERY_MODES = ("exactly_once", "at_least_once")
 LOAD_LEVELS = {"5%": 0.05, "25%": 0.25, "50%": 0.5}
-# The issue's at-least-once tail target (p99 at 5% of the max sustained rate).
-DELIVERY_TARGETS = {"at_least_once_p99_ms_at_5%_load": 10.0}
+# Tail targets, per load level as a fraction of exactly-once's max sustained rate (1 worker),
+# and the most a p99 may exceed its floor's at any level and worker count.
+DELIVERY_TARGETS = {
+    "exactly_once_p99_ms_at_5%_load": 25.0,
+    "exactly_once_p99_ms_at_50%_load": 50.0,
+    "at_least_once_p99_ms_at_5%_load": 10.0,
+    "worst_p99_vs_floor": 1.5,
+}
 
 
 @dataclass(frozen=True)
@@ -267,12 +292,18 @@ def _drain_rate(
 
 
 def _paced_latency(
-    settings: KafkaSettings, model: str, codec: Any, rate_per_s: float, seconds: float
+    settings: KafkaSettings,
+    model: str,
+    codec: Any,
+    rate_per_s: float,
+    seconds: float,
+    metrics_urls: list[str] | None = None,
 ) -> dict[str, Any]:
     """Send at a fixed rate; ms from produce() to the committed result reaching a reader.
 
-    Requests are encoded at send time, so the worker's own timings (sent_at -> result
-    produced, before the commit) can be told apart from the transaction and delivery.
+    Requests are stamped (``sent_at``) as they are sent, so each result's latency splits into
+    stages (benchmarks/latency.py); ``breakdown`` gives the slowest 1%'s. With the workers'
+    ``metrics_urls``, ``stages_per_batch`` gives their per-batch stage histograms over the run.
     """
     topic = data_topic(model, "requests")
     reader = follow_from_now(
@@ -287,58 +318,61 @@ def _paced_latency(
     prefix = uuid.uuid4().hex[:6]
     keys = [f"{prefix}-{index}" for index in range(count)]
     parts = [_split_request(codec, model, key, rows[i % len(rows)]) for i, key in enumerate(keys)]
-    sent: dict[bytes, float] = {}
-    latencies: list[float] = []
-    worker_ms: list[float] = []
-    queue_ms: list[float] = []
+    sent: dict[bytes, tuple[float, int]] = {}
+    seen: list[Seen] = []
     finished_at: list[float] = []
+    before = [stage_counts(url) for url in metrics_urls or []]
 
     def read() -> None:
-        while len(latencies) < count and not (
-            finished_at and time.perf_counter() > finished_at[0] + 10
-        ):
+        while len(seen) < count and not (finished_at and time.perf_counter() > finished_at[0] + 10):
             # consume(n, timeout) waits to fill n: take what is there, else wait for one.
             messages = reader.consume(1000, 0) or [reader.poll(0.05)]
+            now, wall = time.perf_counter(), time.time() * 1000
             for message in filter(None, messages):
                 key = message.key()
                 if message.error() is None and key in sent:
-                    latencies.append((time.perf_counter() - sent[key]) * 1000)
-                    if len(latencies) % 20 == 0:
-                        timings = codec.decode(message.value()).timings
-                        worker_ms.append(timings.total_ms)
-                        queue_ms.append(timings.queue_ms)
+                    sent_at, sent_ms = sent[key]
+                    produced_ms = message.timestamp()[1]
+                    value = message.value() or b""
+                    seen.append(Seen(value, sent_ms, produced_ms, wall, (now - sent_at) * 1000))
 
     thread = threading.Thread(target=read)
     thread.start()
     producer = Producer({**client_config(settings.bootstrap_servers), "linger.ms": 1})
+    # The load generator's own garbage collections must not pause the reader mid-measurement.
+    gc.collect()
+    gc.freeze()
     start = time.perf_counter()
     for index, (key, (head, tail)) in enumerate(zip(keys, parts, strict=True)):
         pause = start + index / rate_per_s - time.perf_counter()
         if pause > 0.001:
             time.sleep(pause)
         encoded_key = key.encode()
-        value = head + zigzag(int(time.time() * 1000)) + tail
-        sent[encoded_key] = time.perf_counter()
+        sent_ms = int(time.time() * 1000)
+        value = head + zigzag(sent_ms) + tail
+        sent[encoded_key] = (time.perf_counter(), sent_ms)
         producer.produce(topic, value, encoded_key)
         producer.poll(0)
     producer.flush()
     elapsed = time.perf_counter() - start
     finished_at.append(time.perf_counter())
     thread.join()
+    gc.unfreeze()
     reader.close()
-    values = np.asarray(latencies)
-    return {
+    values = np.asarray([item.latency_ms for item in seen])
+    run = {
         "offered_per_s": round(rate_per_s),
         "achieved_send_per_s": round(count / elapsed),
         "requests": count,
-        "results_seen": len(latencies),
+        "results_seen": len(seen),
         "p50_ms": round(float(np.percentile(values, 50)), 2),
         "p99_ms": round(float(np.percentile(values, 99)), 2),
         "max_ms": round(float(values.max()), 2),
-        "worker_part_p50_ms": round(float(np.percentile(worker_ms, 50)), 2),
-        "worker_part_p99_ms": round(float(np.percentile(worker_ms, 99)), 2),
-        "queue_part_p50_ms": round(float(np.percentile(queue_ms, 50)), 2),
+        "breakdown": slowest_breakdown(seen, codec),
     }
+    if metrics_urls:
+        run["stages_per_batch"] = workers_stage_quantiles(metrics_urls, before)
+    return run
 
 
 def modelbus_end_to_end(
@@ -368,8 +402,11 @@ def modelbus_end_to_end(
         "MODELBUS_INFERENCE_MAX_WAIT_MS": str(SERVICE_DEFAULTS["max_wait_ms"]),
         "MODELBUS_INFERENCE_DELIVERY": delivery,
     }
+    ports = [free_port() for _ in range(workers)]
+    metrics_urls = [f"http://127.0.0.1:{port}/metrics" for port in ports]
     processes = [
-        start_worker(settings.bootstrap_servers, model, index=i, **env) for i in range(workers)
+        start_worker(settings.bootstrap_servers, model, index=i, http_port=port, **env)
+        for i, port in enumerate(ports)
     ]
     try:
         deadline = time.monotonic() + 120
@@ -398,11 +435,11 @@ def modelbus_end_to_end(
         log(f"{who} keep up with {sustained:.0f}/s")
         loads_of = loads_of_per_s or sustained
         half = loads_of / 2
-        latency = _paced_latency(settings, model, codec, half, plan.half_load_s)
+        latency = _paced_latency(settings, model, codec, half, plan.half_load_s, metrics_urls)
         log(f"{who} at {half:.0f}/s: p50 {latency['p50_ms']} p99 {latency['p99_ms']}")
         lighter = {
             f"{fraction:.0%}": _paced_latency(
-                settings, model, codec, loads_of * fraction, plan.lighter_load_s
+                settings, model, codec, loads_of * fraction, plan.lighter_load_s, metrics_urls
             )
             for fraction in (0.25, 0.05)
         }
@@ -431,42 +468,102 @@ def modelbus_end_to_end(
     }
 
 
+def floor_latency(
+    settings: KafkaSettings, workers: int, delivery: str, loads_of_per_s: float, plan: Plan
+) -> dict[str, Any]:
+    """benchmarks/floor.py (the stream loop with no model) at the load levels' rates."""
+    model = f"floor{uuid.uuid4().hex[:8]}"
+    create_model_topics(settings, model, PARTITIONS)
+    codec = request_codec()
+    RequestProducer(settings, codec)  # publishes the request schemas
+    ports = [free_port() for _ in range(workers)]
+    env = {
+        **os.environ,
+        "MODELBUS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "MODELBUS_INFERENCE_SESSION_TIMEOUT_MS": "6000",
+    }
+    processes = [
+        subprocess.Popen(
+            [
+                *(sys.executable, "-m", "benchmarks.floor", "--model", model),
+                *("--delivery", delivery, "--worker-index", str(index)),
+                *("--metrics-port", str(port)),
+            ],
+            env=env,
+            cwd=REPO,
+        )
+        for index, port in enumerate(ports)
+    ]
+    metrics_urls = [f"http://127.0.0.1:{port}/metrics" for port in ports]
+    try:
+        _wait_for_members(settings.bootstrap_servers, f"modelbus-inference-{model}", workers)
+        _drain_rate(settings, model, _encoded_requests(codec, model, 5_000, "warm"))
+        levels = {
+            level: _paced_latency(
+                settings,
+                model,
+                codec,
+                loads_of_per_s * fraction,
+                plan.half_load_s if level == "50%" else plan.lighter_load_s,
+                metrics_urls,
+            )
+            for level, fraction in LOAD_LEVELS.items()
+        }
+    finally:
+        stop_workers(processes)
+    for level, paced in levels.items():
+        log(
+            f"floor {workers} worker(s), {delivery} at {level}: "
+            f"p50 {paced['p50_ms']} p99 {paced['p99_ms']}"
+        )
+    return {"workers": workers, "delivery": delivery, "by_load": levels}
+
+
 def delivery_runs(
     settings: KafkaSettings, artifact: dict[str, Any], plan: Plan, worker_counts: tuple[int, ...]
-) -> dict[str, dict[str, dict[str, Any]]]:
-    """mode -> worker count -> modelbus_end_to_end; at-least-once meets exactly-once's loads."""
+) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, dict[str, dict[str, Any]]]]:
+    """(mode -> worker count -> modelbus_end_to_end, mode -> worker count -> floor_latency);
+    at-least-once and both floors meet exactly-once's load levels."""
     runs: dict[str, dict[str, dict[str, Any]]] = {mode: {} for mode in DELIVERY_MODES}
+    floors: dict[str, dict[str, dict[str, Any]]] = {mode: {} for mode in DELIVERY_MODES}
     for workers in worker_counts:
         exactly = modelbus_end_to_end(settings, artifact, workers, plan, "exactly_once")
         runs["exactly_once"][str(workers)] = exactly
+        loads_of = exactly["max_sustained"]["predictions_per_s"]
         runs["at_least_once"][str(workers)] = modelbus_end_to_end(
-            settings,
-            artifact,
-            workers,
-            plan,
-            "at_least_once",
-            loads_of_per_s=exactly["max_sustained"]["predictions_per_s"],
+            settings, artifact, workers, plan, "at_least_once", loads_of_per_s=loads_of
         )
-    return runs
+        for mode in DELIVERY_MODES:
+            floors[mode][str(workers)] = floor_latency(settings, workers, mode, loads_of, plan)
+    return runs, floors
 
 
-def compare_delivery_modes(runs: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
-    """Per worker count and load level: p50/p99/max of each mode, and p99 at-least-once /
-    p99 exactly-once (both measured at the same offered rate)."""
+def _level(run: dict[str, Any], level: str) -> dict[str, Any]:
+    paced = run["half_load_latency"] if level == "50%" else run["lighter_load_latency"][level]
+    return dict(paced)
+
+
+def compare_delivery_modes(
+    runs: dict[str, dict[str, dict[str, Any]]], floors: dict[str, dict[str, dict[str, Any]]]
+) -> dict[str, Any]:
+    """Per worker count and load level: p50/p99/max of each mode and of its floor, p99(modelbus)
+    / p99(floor of the same mode), and p99 at-least-once / p99 exactly-once (all measured at
+    the same offered rate)."""
     compared: dict[str, Any] = {}
+    ratios: dict[str, float] = {}
     for workers in runs["exactly_once"]:
         levels: dict[str, Any] = {}
         for level in LOAD_LEVELS:
-            figures = {}
+            figures: dict[str, Any] = {}
             for mode in DELIVERY_MODES:
-                run = runs[mode][workers]
-                paced = (
-                    run["half_load_latency"]
-                    if level == "50%"
-                    else run["lighter_load_latency"][level]
-                )
+                paced = _level(runs[mode][workers], level)
+                floor = floors[mode][workers]["by_load"][level]
+                vs_floor = round(paced["p99_ms"] / max(floor["p99_ms"], 1e-9), 3)
+                ratios[f"{workers}w_{mode}_{level}"] = vs_floor
                 figures[mode] = {
-                    k: paced[k] for k in ("offered_per_s", "p50_ms", "p99_ms", "max_ms")
+                    **{k: paced[k] for k in ("offered_per_s", "p50_ms", "p99_ms", "max_ms")},
+                    "floor": {k: floor[k] for k in ("offered_per_s", "p50_ms", "p99_ms", "max_ms")},
+                    "p99_vs_floor": vs_floor,
                 }
             ratio = figures["at_least_once"]["p99_ms"] / max(
                 figures["exactly_once"]["p99_ms"], 1e-9
@@ -480,18 +577,40 @@ def compare_delivery_modes(runs: dict[str, dict[str, dict[str, Any]]]) -> dict[s
             for mode in DELIVERY_MODES
         }
         compared[workers] = {"by_load": levels, "throughput": throughput}
+    one = compared["1"]["by_load"]
     reached = {
-        "at_least_once_p99_ms_at_5%_load": compared["1"]["by_load"]["5%"]["at_least_once"]["p99_ms"]
+        "exactly_once_p99_ms_at_5%_load": one["5%"]["exactly_once"]["p99_ms"],
+        "exactly_once_p99_ms_at_50%_load": one["50%"]["exactly_once"]["p99_ms"],
+        "at_least_once_p99_ms_at_5%_load": one["5%"]["at_least_once"]["p99_ms"],
+        "worst_p99_vs_floor": max(ratios.values()),
     }
     return {
         **compared,
-        "note": "load levels are fractions of exactly-once's max sustained rate for both modes; "
-        "latency is send -> result seen by a read_committed reader (for at-least-once, as soon "
-        "as it is delivered)",
+        "note": "load levels are fractions of exactly-once's max sustained rate (per worker "
+        "count) for both modes and both floors; latency is send -> result seen by a "
+        "read_committed reader (for at-least-once and the plain floor, as soon as it is "
+        "delivered). The floor of exactly_once is the transactional consume -> produce loop, "
+        "of at_least_once the plain one (benchmarks/floor.py: inference's stream loop with "
+        "no decode, model or encode).",
+        "p99_vs_floor_by_level": ratios,
         "targets": DELIVERY_TARGETS,
         "reached": reached,
         "met": {name: reached[name] <= target for name, target in DELIVERY_TARGETS.items()},
     }
+
+
+def paced_runs(
+    runs: dict[str, dict[str, dict[str, Any]]], floors: dict[str, dict[str, dict[str, Any]]]
+) -> dict[str, dict[str, Any]]:
+    """label -> paced run, for every mode, worker count, load level and floor."""
+    labelled = {}
+    for mode in DELIVERY_MODES:
+        for workers, run in runs[mode].items():
+            for level in LOAD_LEVELS:
+                labelled[f"modelbus {mode}, {workers} worker(s), {level} load"] = _level(run, level)
+                floor = floors[mode][workers]["by_load"][level]
+                labelled[f"floor {mode}, {workers} worker(s), {level} load"] = floor
+    return labelled
 
 
 def _wait_for_members(bootstrap: str, group: str, workers: int) -> None:
@@ -700,7 +819,11 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=60_000)
     parser.add_argument("--http-seconds", type=float, default=10.0)
     parser.add_argument("--http-threads", type=int, default=8)
-    parser.add_argument("--profile", action="store_true", help="also write a pyinstrument profile")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="add a pyinstrument CPU profile of one worker to results/inference_profile.txt",
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -713,11 +836,12 @@ def main() -> None:
     log(f"training and logging the credit artifact in {workdir}")
     artifact = logged_artifact(workdir)
     if args.quick:
-        runs = delivery_runs(settings, artifact, QUICK, (1,))
+        runs, floors = delivery_runs(settings, artifact, QUICK, (1,))
         quick = {"quick": True, "plan": QUICK.__dict__, "modelbus_by_delivery": runs}
+        compared = compare_delivery_modes(runs, floors)
         path = workdir / "inference_quick.json"
-        path.write_text(json.dumps({**quick, "delivery_modes": compare_delivery_modes(runs)}))
-        print(path.read_text())
+        path.write_text(json.dumps({**quick, "floors": floors, "delivery_modes": compared}))
+        print(render(paced_runs(runs, floors), FINDINGS))
         log(f"quick run written to {path} (results/ left as it was)")
         return
 
@@ -728,16 +852,18 @@ def main() -> None:
             settings.bootstrap_servers, messages=100_000, transactional=True
         ),
     }
-    runs = delivery_runs(settings, artifact, Plan(backlog=args.backlog), (1, 2))
-    delivery_modes = compare_delivery_modes(runs)
+    runs, floors = delivery_runs(settings, artifact, Plan(backlog=args.backlog), (1, 2))
+    delivery_modes = compare_delivery_modes(runs, floors)
     modelbus = runs["exactly_once"]
     log("mlflow models serve")
     mlflow = mlflow_serve(artifact, threads=args.http_threads, seconds=args.http_seconds)
-    profile_path = None
+    profile_path = RESULTS / "inference_profile.txt"
+    profile = render(paced_runs(runs, floors), FINDINGS)
     if args.profile:
         log("profiling one worker")
-        profile_path = RESULTS / "inference_profile.txt"
-        profile_path.write_text(profile_worker(settings, artifact, 30_000))
+        cpu = profile_worker(settings, artifact, 30_000)
+        profile += f"\n== pyinstrument: one in-process worker draining 30,000 requests\n{cpu}"
+    profile_path.write_text(profile)
 
     one = modelbus["1"]["max_sustained"]["predictions_per_s"]
     two = modelbus["2"]["max_sustained"]["predictions_per_s"]
@@ -788,6 +914,7 @@ def main() -> None:
         "load_average_at_start_1_5_15": load_before,
         "modelbus": modelbus,
         "modelbus_at_least_once": runs["at_least_once"],
+        "floors": floors,
         "delivery_modes": delivery_modes,
         "mlflow_serve": mlflow,
         "raw_broker_passthrough": raw,
@@ -802,7 +929,7 @@ def main() -> None:
             "met": met,
             "why_short": {name: WHY_SHORT[name] for name, ok in met.items() if not ok},
         },
-        "profile": str(profile_path.relative_to(REPO)) if profile_path else None,
+        "profile": str(profile_path.relative_to(REPO)),
         "load_average_1_5_15": {"before": load_before, "after": os.getloadavg()},
     }
     path = write_result("inference", result)

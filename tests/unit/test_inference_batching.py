@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from modelbus_inference.config import Settings
@@ -127,3 +128,16 @@ def test_each_batch_records_its_fetch_score_and_wait_stages_once() -> None:
         )
         == 0
     )
+
+
+def test_garbage_collections_are_timed_by_generation_once_watched() -> None:
+    metrics = Metrics()
+    metrics.watch_gc()
+    try:
+        gc.collect(2)
+        gc.collect(0)
+    finally:
+        gc.callbacks.pop()
+    count = metrics.registry.get_sample_value
+    assert count("modelbus_inference_gc_pause_ms_count", {"generation": "2"}) == 1
+    assert count("modelbus_inference_gc_pause_ms_count", {"generation": "0"}) >= 1

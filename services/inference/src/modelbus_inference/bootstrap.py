@@ -60,6 +60,7 @@ class Worker:
         # Start-up objects (torch, fastapi, schemas) never die: keep them out of GC scans,
         # so full collections stay short on the hot path.
         gc.freeze()
+        self.metrics.watch_gc()
         self.stream.start()
         log.info("streaming", topic=self.stream.topic, worker=self.settings.worker_name)
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -157,6 +158,28 @@ class Metrics:
             buckets=_STAGE_BUCKETS_MS,
             registry=r,
         )
+
+        self.gc_pause_ms = Histogram(
+            "modelbus_inference_gc_pause_ms",
+            "Python garbage collections while streaming, by generation: how long each held "
+            "every thread, ms.",
+            ["generation"],
+            buckets=_STAGE_BUCKETS_MS,
+            registry=r,
+        )
+
+    def watch_gc(self) -> None:
+        """Time every garbage collection of this process from now on (``gc_pause_ms``)."""
+        started: list[float] = []
+
+        def timed(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                started[:] = [time.perf_counter()]
+            elif started:
+                pause_ms = (time.perf_counter() - started.pop()) * 1000
+                self.gc_pause_ms.labels(str(info["generation"])).observe(pause_ms)
+
+        gc.callbacks.append(timed)
 
     def stage_observer(self, model: str) -> Callable[[str, float], None]:
         """``observe(stage, ms)`` for one model's ``stage_ms``, children looked up once."""
