@@ -111,6 +111,18 @@ def signing_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ensure_test_keys(tmp_path_factory.mktemp("keys"))
 
 
+@pytest.fixture(autouse=True)
+def mlflow_tracking_uri_restored() -> Iterator[None]:
+    """``mlflow.set_tracking_uri`` also sets MLFLOW_TRACKING_URI in this process's
+    environment; a test that calls it must not steer the services later tests start."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """host:port of a real Kafka broker."""

@@ -337,6 +337,10 @@ def _lifecycle(settings: KafkaSettings, codec: Codec) -> Story:
     return Story.read(MODEL, [e for e in events if not isinstance(e, GenericRecord)])
 
 
+# Relative to the services' working directory, <run dir>/services (the services' default).
+DEMO_TRACKING_URI = "sqlite:///.run/mlflow.db"
+
+
 def _start_services(settings: KafkaSettings, console: Console, plan: Plan) -> list[ServiceProcess]:
     run_dir = Path(os.environ.get("MODELBUS_RUN_DIR", ".run")).resolve()
     token_file = run_dir / "registry.token"
@@ -349,6 +353,10 @@ def _start_services(settings: KafkaSettings, console: Console, plan: Plan) -> li
         "MODELBUS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
         "MODELBUS_REGISTRY_API_TOKEN": token_file.read_text().strip(),
         "MODELBUS_TRAINER_REPO_DIR": str(Path.cwd()),
+        # The demo's own MLflow store (under its run dir): an MLFLOW_TRACKING_URI in the
+        # caller's environment must not send its models elsewhere.
+        "MODELBUS_TRAINER_MLFLOW_TRACKING_URI": DEMO_TRACKING_URI,
+        "MODELBUS_REGISTRY_MLFLOW_TRACKING_URI": DEMO_TRACKING_URI,
     }
     processes = []
     for name in SERVICES:
