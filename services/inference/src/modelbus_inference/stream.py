@@ -190,9 +190,7 @@ class StreamLoop:
         settings = self.settings
         messages = consumer.consume(1, settings.max_wait_ms / 1000 or 0.001)
         if messages and settings.max_batch_size > 1:
-            messages += consumer.consume(
-                settings.max_batch_size - 1, settings.batch_linger_ms / 1000
-            )
+            messages += consumer.consume(settings.max_batch_size - 1, settings.linger_s)
         return messages
 
     def _settle(self, *, final: bool = False) -> dict[tuple[str, int], int] | None:
