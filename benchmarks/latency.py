@@ -101,8 +101,12 @@ def slowest_breakdown(seen: list[Seen], codec: Any) -> dict[str, Any]:
 
 def stage_counts(metrics_url: str) -> dict[str, list[tuple[float, float]]]:
     """stage -> cumulative (upper bound, count) buckets of the worker's stage histogram."""
-    text = httpx.get(metrics_url, timeout=5).text
     buckets: dict[str, list[tuple[float, float]]] = {}
+    try:
+        text = httpx.get(metrics_url, timeout=5).text
+    except httpx.HTTPError:
+        # Evidence, not the measurement: a worker whose /metrics cannot be read counts as none.
+        return buckets
     for family in text_string_to_metric_families(text):
         if family.name not in (STAGE_METRIC, GC_METRIC):
             continue

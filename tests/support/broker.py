@@ -330,6 +330,7 @@ def _session_passwords(run_dir: Path, security: str) -> dict[str, str]:
             "brokers a test starts itself run sasl, not sasl_ssl: run the suite with "
             "TEST_SECURITY=sasl or none"
         )
+    run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "session-passwords"
     path.touch(mode=0o600)
     path.write_text(f"{session.sasl_username}={session.sasl_password.get_secret_value()}\n")

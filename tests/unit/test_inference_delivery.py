@@ -150,6 +150,28 @@ def test_a_final_settle_with_nothing_in_flight_makes_sure_the_last_commit_landed
     ]
 
 
+def test_batches_delivered_while_a_commit_is_in_flight_go_out_together_in_the_next_one() -> None:
+    producer = FakeProducer(per_flush=3)
+    consumer = FakeConsumer(producer)
+    writer = _writer(producer, consumer)
+    for offsets in ([TopicPartition(TOPIC, 2, 43)], [TopicPartition(TOPIC, 2, 50)]):
+        writer.submit(OUT, offsets, FIRST, object())
+        assert writer.settle() is None
+    writer.submit(OUT, [TopicPartition(TOPIC, 1, 7)], {(TOPIC, 1): 5}, object())
+    assert writer.settle() is None
+    # The first commit is unanswered: the next two batches wait for it.
+    assert [(offsets, asynchronous) for offsets, asynchronous, _ in consumer.commits] == [
+        ([(TOPIC, 2, 43)], True)
+    ]
+    writer.offsets_committed(None, [TopicPartition(TOPIC, 2, 43)])
+    assert writer.settle() is None  # an idle poll sends what waited, as one commit
+    writer.settle()  # nothing new: nothing sent
+    assert [(offsets, asynchronous) for offsets, asynchronous, _ in consumer.commits] == [
+        ([(TOPIC, 2, 43)], True),
+        ([(TOPIC, 2, 50), (TOPIC, 1, 7)], True),
+    ]
+
+
 def test_an_asynchronous_commit_counts_as_progress_only_when_every_partition_committed() -> None:
     commits = []
     producer = FakeProducer()

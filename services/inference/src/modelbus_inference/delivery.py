@@ -34,9 +34,11 @@ _GENERATION_LOST = {
 class AtLeastOnceWriter(BatchWriter):
     """Produces a batch's outputs, waits for their delivery, then commits its offsets.
 
-    The offsets of a delivered batch are committed asynchronously on the stream thread (no
-    round trip on the hot path; a later commit covers an earlier one that failed), and
-    synchronously when ``final``, before the partitions are given up.
+    The offsets of delivered batches are committed asynchronously on the stream thread (no
+    round trip on the hot path), one commit in flight at a time: batches delivered meanwhile
+    go out together in the next one, once the last is answered (a group coordinator sent a
+    commit per small batch falls behind, times requests out and fences the member). When
+    ``final``, before the partitions are given up, they are committed synchronously.
     """
 
     def __init__(
@@ -60,7 +62,10 @@ class AtLeastOnceWriter(BatchWriter):
         )
         self.consumer = consumer
         self._pending_next: list[TopicPartition] = []
-        self._last_written: list[TopicPartition] = []
+        # Next offset per partition of every batch delivered (since the last final commit).
+        self._delivered: dict[tuple[str, int], int] = {}
+        self._unsent = False  # _delivered holds offsets no commit sent so far carried
+        self._in_flight = False  # an asynchronous commit awaits its answer
 
     def submit(
         self,
@@ -74,15 +79,17 @@ class AtLeastOnceWriter(BatchWriter):
         self._pending_next = next_offsets
 
     def settle(self, *, final: bool = False) -> dict[tuple[str, int], int] | None:
-        """As ``BatchWriter.settle``; a final settle also makes sure the last commit landed."""
+        """As ``BatchWriter.settle``; with nothing in flight, it sends the offsets delivered
+        since the last commit (a final settle: synchronously, and only once)."""
         was_pending = self.pending
         rewind = super().settle(final=final)
-        if final and not was_pending and self._last_written:
-            self._commit_offsets(self._last_written, final=True)
+        if not was_pending:
+            self._send_commit(final=final)
         return rewind
 
     def offsets_committed(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         """The consumer's ``on_commit`` callback: report an asynchronous commit's outcome."""
+        self._in_flight = False
         failed = error or next((p.error for p in partitions if p.error is not None), None)
         if failed is None:
             self.on_commit()
@@ -125,13 +132,22 @@ class AtLeastOnceWriter(BatchWriter):
         return True
 
     def _written(self, final: bool) -> None:
-        self._last_written = self._pending_next
-        self._commit_offsets(self._pending_next, final=final)
+        for partition in self._pending_next:
+            self._delivered[(partition.topic, partition.partition)] = partition.offset
+        self._unsent = True
+        self._send_commit(final=final)
 
-    def _commit_offsets(self, offsets: list[TopicPartition], *, final: bool) -> None:
+    def _send_commit(self, *, final: bool) -> None:
+        if not self._delivered or not (final or (self._unsent and not self._in_flight)):
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._delivered.items()]
+        self._unsent = False
         if final:
             # These partitions may be someone else's next: never commit them again from here.
-            self._last_written = []
+            self._delivered = {}
+        self._commit_offsets(offsets, final=final)
+
+    def _commit_offsets(self, offsets: list[TopicPartition], *, final: bool) -> None:
         try:
             if final:
                 self.offsets_committed(
@@ -139,6 +155,7 @@ class AtLeastOnceWriter(BatchWriter):
                 )
             else:
                 self.consumer.commit(offsets=offsets, asynchronous=True)
+                self._in_flight = True
         except KafkaException as exception:
             error = exception.args[0]
             if not isinstance(error, KafkaError) or error.fatal():
