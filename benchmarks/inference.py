@@ -126,7 +126,7 @@ TARGETS = {
 FINDINGS = """
 Where inference latency comes from (benchmarks/inference.py; stages: benchmarks/latency.py)
 
-Findings (1 worker, 2 shared cores; the tables below are this run's):
+Findings of the quiet run of 2026-11-27 (1 worker, 2 shared cores); the tables are this run's:
 - The model is not the tail: in_worker (decode, validate, forward pass, encode) is a few ms at
   the median and stays within a few ms in the slowest 1% at 5% and 25% load.
 - Garbage collection is not the tail: after gc.freeze() at start, generation-0/1 collections
@@ -134,7 +134,7 @@ Findings (1 worker, 2 shared cores; the tables below are this run's):
 - Exactly-once: the slowest 1% wait before the worker picks them up (to_worker) and for the
   transaction (commit_and_read: AddOffsetsToTxn + TxnOffsetCommit, EndTxn, the markers that
   move the last stable offset). The transactional floor pays the same stages with smaller
-  batches; at 5% and 25% load modelbus's p99 is ~2.3-2.4x the floor's, at half load equal.
+  batches; compare their p99 per level (p99_vs_floor in inference.json).
   The extra is the stream thread being busy scoring and waiting for the batch in flight while
   requests queue (to_worker), not the model call itself.
 - At-least-once: no transaction; p99 stays under 10 ms at 5% load and under its plain floor's
