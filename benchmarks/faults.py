@@ -30,7 +30,6 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -43,7 +42,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from benchmarks.common import RESULTS, write_result
+from benchmarks.common import RESULTS, log, write_result
 from modelbus.bus.reading import read_only_consumer, read_topic, watermarks
 from modelbus.bus.security import client_config
 from modelbus.bus.topics import data_topic, dlq_topic_for
@@ -97,11 +96,6 @@ class Plan:
 
 
 QUICK = Plan(outage_s=5.0, before_s=3.0, after_s=5.0, flood_phase_s=10.0, soak_minutes=1.0)
-
-
-def log(message: str) -> None:
-    """Progress on stderr."""
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def default_rate() -> float:

@@ -50,7 +50,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from benchmarks.codec import passthrough
-from benchmarks.common import RESULTS, write_result
+from benchmarks.common import RESULTS, log, write_result
 from benchmarks.latency import (
     Seen,
     render,
@@ -186,11 +186,6 @@ class Plan:
 
 
 QUICK = Plan(backlog=5_000, drains=1, half_load_s=3.0, lighter_load_s=2.0, step_s=2.0)
-
-
-def log(message: str) -> None:
-    """Progress on stderr."""
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # --- the artifact -------------------------------------------------------------------------

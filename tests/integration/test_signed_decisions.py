@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from modelbus.bus import Publisher
-from modelbus.bus.reading import decoded, read_topic
-from modelbus.bus.topics import LIFECYCLE_TOPIC, data_topic, dlq_topic_for
+from modelbus.bus.topics import LIFECYCLE_TOPIC, data_topic
 from modelbus.events import types as t
 from modelbus.packaging import package_sha256
 from tests.support.broker import (
     RequestProducer,
     TopicReader,
     create_model_topics,
+    lifecycle_dead_letters,
     lifecycle_events,
     publish_lifecycle,
     request_codec,
@@ -64,24 +64,6 @@ def _served_versions(producer, reader, model: str, prefix: str, count: int) -> d
     return {r.request_id: r.version for r in records if r.request_id in wanted}
 
 
-def _dead_letters(bootstrap: str, codec, model: str, count: int) -> list[t.DeadLetter]:  # type: ignore[no-untyped-def]
-    def check() -> list[t.DeadLetter]:
-        letters = [
-            event
-            for event in decoded(
-                read_topic(bootstrap, dlq_topic_for(LIFECYCLE_TOPIC)),
-                codec,
-                on_undecodable=lambda *_: None,
-            )
-            if isinstance(event, t.DeadLetter) and event.key == model.encode()
-        ]
-        if len(letters) < count:
-            raise NotYet(f"{len(letters)} of {count} dead letters for {model}")
-        return letters
-
-    return eventually(check, timeout_s=60)
-
-
 def test_forged_traffic_shifts_are_dead_lettered_and_a_tampered_manifest_is_refused(
     kafka_settings,
     unique: str,
@@ -112,7 +94,7 @@ def test_forged_traffic_shifts_are_dead_lettered_and_a_tampered_manifest_is_refu
         wrong_role = Publisher(kafka_settings, codec, client_id=forger, signer=signer("monitor"))
         wrong_role.publish(shifted(model, [("champion", 2, 100.0)]))
         wrong_role.flush()
-        letters = _dead_letters(bootstrap, codec, model, 2)
+        letters = lifecycle_dead_letters(bootstrap, codec, model, 2)
         tampered = _manifest_tampered_copy(package_v2, tmp_path / "tampered")
         publish_lifecycle(
             kafka_settings,

@@ -23,14 +23,13 @@ from typing import Any
 import pytest
 
 from modelbus.bus import LIFECYCLE_TOPIC, Publisher
-from modelbus.bus.reading import decoded, read_topic
-from modelbus.bus.topics import dlq_topic_for
 from modelbus.config import KafkaSettings
 from modelbus.events import new_meta
 from modelbus.events import types as t
 from modelbus_trainer.bootstrap import bootstrap
 from modelbus_trainer.config import Settings
 from tests.support.broker import (
+    lifecycle_dead_letters,
     lifecycle_events,
     publish_lifecycle,
     request_codec,
@@ -43,26 +42,6 @@ from tests.support.waiting import NotYet, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 NO_PACKAGE = (Path("/nonexistent/package"), "0" * 64)  # the deployer never opens a package
-
-
-def _dead_letters(bootstrap_servers: str, model: str, count: int) -> list[t.DeadLetter]:
-    """The dead letters of lifecycle events keyed by ``model``, once there are ``count``."""
-
-    def check() -> list[t.DeadLetter]:
-        letters = [
-            event
-            for event in decoded(
-                read_topic(bootstrap_servers, dlq_topic_for(LIFECYCLE_TOPIC)),
-                request_codec(),
-                on_undecodable=lambda *_: None,
-            )
-            if isinstance(event, t.DeadLetter) and event.key == model.encode()
-        ]
-        if len(letters) < count:
-            raise NotYet(f"{len(letters)} of {count} dead letters for {model}")
-        return letters
-
-    return eventually(check, timeout_s=60)
 
 
 def _forge(settings: KafkaSettings, event: Any, role: str | None) -> None:
@@ -128,7 +107,7 @@ def test_the_deployer_dead_letters_forged_registrations_and_starts_no_rollout_fo
     (started,) = _wait_for(
         bootstrap_servers, model, t.RolloutStarted, "rollout of v3", candidate_version=3
     )
-    letters = _dead_letters(bootstrap_servers, model, 2)
+    letters = lifecycle_dead_letters(bootstrap_servers, request_codec(), model, 2)
 
     assert started.meta.causation_id == genuine.meta.event_id
     assert started.champion_version == 1
@@ -205,7 +184,7 @@ def test_the_trainer_dead_letters_unsigned_drift_alerts_and_starts_no_training_f
     _forge(kafka_settings, by_deployer, "deployer")
     _forge(kafka_settings, genuine, "monitor")
     _wait_for(bootstrap_servers, model, t.TrainingStarted, "training")
-    letters = _dead_letters(bootstrap_servers, model, 2)
+    letters = lifecycle_dead_letters(bootstrap_servers, request_codec(), model, 2)
 
     started = lifecycle_events(bootstrap_servers, request_codec(), model, (t.TrainingStarted,))
     assert [event.meta.causation_id for event in started] == [genuine.meta.event_id]

@@ -21,12 +21,20 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from modelbus.bus import LIFECYCLE_TOPIC, Publisher, ensure_topics, topic_specs
-from modelbus.bus.reading import decoded, end_offsets, read_events, read_only_consumer, replay
+from modelbus.bus.reading import (
+    decoded,
+    end_offsets,
+    read_events,
+    read_only_consumer,
+    read_topic,
+    replay,
+)
 from modelbus.bus.schema_topic import kafka_schema_store
 from modelbus.bus.security import SecuritySettings, client_config
-from modelbus.bus.topics import data_topic
+from modelbus.bus.topics import data_topic, dlq_topic_for
 from modelbus.config import KafkaSettings
 from modelbus.events import Codec, GenericRecord, build_codec, new_meta
+from modelbus.events import types as t
 from modelbus.events.meta import now_utc
 from tests.support.events import registered
 from tests.support.packages import CONTRACT, TYPED_REQUEST
@@ -110,6 +118,28 @@ def publish_lifecycle(settings: KafkaSettings, codec: Codec, *events: Any) -> No
     for event in events:
         publisher.publish(event)
     publisher.flush()
+
+
+def lifecycle_dead_letters(
+    bootstrap: str, codec: Codec, model: str, count: int, timeout_s: float = 60
+) -> list[t.DeadLetter]:
+    """The dead letters of lifecycle events keyed by ``model``, once there are ``count``."""
+
+    def check() -> list[t.DeadLetter]:
+        letters = [
+            event
+            for event in decoded(
+                read_topic(bootstrap, dlq_topic_for(LIFECYCLE_TOPIC)),
+                codec,
+                on_undecodable=lambda *_: None,
+            )
+            if isinstance(event, t.DeadLetter) and event.key == model.encode()
+        ]
+        if len(letters) < count:
+            raise NotYet(f"{len(letters)} of {count} dead letters for {model}")
+        return letters
+
+    return eventually(check, timeout_s=timeout_s)
 
 
 def serve_model(settings: KafkaSettings, model: str, package: tuple[Path, str]) -> None:
