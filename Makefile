@@ -41,7 +41,7 @@ setup: ## install Python deps from uv.lock and the Kafka jars from Maven Central
 	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
 	$(UV) sync --frozen --all-packages
 	infra/kafka/kafka.sh setup
-	test -f $(KEYS_DIR)/trusted-keys.json || $(UV) run --frozen modelbus keys generate --dir $(KEYS_DIR)
+	$(UV) run --frozen modelbus keys generate --dir $(KEYS_DIR) >/dev/null  # keeps keys; adds a new role's
 
 kafka-up: ## start the native Kafka broker, or a cluster with KAFKA_BROKERS=3, KAFKA_SECURITY=sasl for SCRAM + ACLs
 	KAFKA_PORT=$(KAFKA_PORT) KAFKA_BROKERS=$(KAFKA_BROKERS) KAFKA_SECURITY=$(KAFKA_SECURITY) infra/kafka/kafka.sh up

@@ -439,9 +439,10 @@ def _service_processes() -> list[ServiceProcess]:
 def up() -> None:
     """Create the topics and start every built service in the background (logs in .run/logs)."""
     try:  # the services would each refuse to start without keys: say so once, here
-        for role in ("registry", "trainer", "deployer", "monitor"):
+        roles = ("registry", "trainer", "deployer", "monitor", "inference")
+        for role in roles:
             load_signer(role)
-        load_trusted()
+        load_trusted(required=roles)
     except KeysMissing as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from error
