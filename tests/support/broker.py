@@ -311,6 +311,11 @@ class DedicatedKafka:
         ).stdout.strip()  # fmt: skip
         return read_env_file(Path(path))
 
+    @property
+    def ca_file(self) -> Path:
+        """The PEM of the CA that signed a sasl_ssl broker's certificate (kafka.sh makes it)."""
+        return Path(self.env["MODELBUS_RUN_DIR"]) / f"kafka-{self.env['KAFKA_PORT']}/tls/ca.pem"
+
     def broker(self, action: str, node: int = 1) -> None:
         """``stop-broker`` (SIGTERM), ``kill-broker`` (SIGKILL) or ``start-broker`` node."""
         subprocess.run([KAFKA_SCRIPT, action, str(node)], env=self.env, check=True)
@@ -347,18 +352,19 @@ def session_security() -> str:
     return {"SASL_PLAINTEXT": "sasl", "SASL_SSL": "sasl_ssl"}.get(protocol, "none")
 
 
-def _session_passwords(run_dir: Path, security: str) -> dict[str, str]:
+def _session_passwords(run_dir: Path, security: str, *, tls_asked: bool) -> dict[str, str]:
     """KAFKA_PASSWORDS_FROM naming this session's principal and password, so the test's
     clients (and the services it starts, which inherit its environment) authenticate on the
     new broker as they do on the session's; {} when the session runs unauthenticated."""
     session = SecuritySettings()
     if security == "none" or session.sasl_username is None or session.sasl_password is None:
         return {}
-    if session.security_protocol == "SASL_SSL" or security == "sasl_ssl":
-        # A new broker makes a CA of its own, which the session's ssl_ca_location cannot name.
+    if (session.security_protocol == "SASL_SSL" or security == "sasl_ssl") and not tls_asked:
+        # A new broker makes a CA of its own, which the session's ssl_ca_location cannot name:
+        # only a test that asks for sasl_ssl itself knows to use DedicatedKafka.ca_file.
         raise ValueError(
-            "brokers a test starts itself run sasl, not sasl_ssl: run the suite with "
-            "TEST_SECURITY=sasl or none"
+            "brokers a test starts itself run sasl unless the test passes security='sasl_ssl' "
+            "(and trusts DedicatedKafka.ca_file): run the suite with TEST_SECURITY=sasl or none"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "session-passwords"
@@ -375,12 +381,13 @@ def dedicated_kafka(
 
     ``security`` is kafka.sh's KAFKA_SECURITY: none, sasl (SCRAM and ACLs) or sasl_ssl; by
     default the session's (``session_security``), with the session's principal and password,
-    so the test's client settings reach this broker too.
+    so the test's client settings reach this broker too. A sasl_ssl broker has a CA of its own
+    (``DedicatedKafka.ca_file``), so only a test that passes ``security="sasl_ssl"`` gets one.
     """
     chosen = security or session_security()
     env = {
         **os.environ,
-        **_session_passwords(run_dir, chosen),
+        **_session_passwords(run_dir, chosen, tls_asked=security == "sasl_ssl"),
         "KAFKA_SECURITY": chosen,
         "KAFKA_PORT": str(free_port_block(2 * brokers)),
         "KAFKA_BROKERS": str(brokers),
