@@ -53,9 +53,15 @@ def topics_create(
 ) -> None:
     """Create every topic with its retention, cleanup policy and durability (existing ones are
     kept); refuses a replication factor larger than the cluster."""
+    from modelbus.bus.connection_check import BrokerUnreachable, check_connection
     from modelbus.bus.topics import DurabilityError, describe_topics
 
     settings = cli_settings()
+    try:
+        check_connection(settings.bootstrap_servers)  # a refused TLS or login, said plainly
+    except BrokerUnreachable as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from error
     specs = topic_specs(
         settings.models,
         data_partitions=partitions or settings.data_partitions,
