@@ -11,8 +11,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from modelbus.bus import Dispatcher, Envelope
 from modelbus.bus.topics import LIFECYCLE_TOPIC
+from modelbus.config import KafkaSettings
 from modelbus.data import generate_credit
-from modelbus.events import build_codec, example_event
+from modelbus.events import build_codec, example_event, new_meta
 from modelbus.events import types as t
 from modelbus.packaging import PackageSignatureError, load_package
 from modelbus.trust import (
@@ -34,6 +35,7 @@ from modelbus.trust import (
     load_trusted,
     sign_manifest,
 )
+from tests.support.fakes import FakeModel
 from tests.support.packages import untrained_package
 
 SHIFTED = "modelbus.events.TrafficShifted"
@@ -253,6 +255,8 @@ OWNERS = {
     "TrainingRequested": ("operator", "registry"),
     "PromotionRequested": ("operator", "registry"),
     "RollbackRequested": ("operator", "registry"),
+    "ModelLoaded": ("inference",),
+    "ModelLoadFailed": ("inference",),
 }
 
 
@@ -283,17 +287,20 @@ def test_each_decision_is_accepted_from_its_owners_and_refused_from_any_other_ro
     assert unsigned.error_type == "UnsignedEvent"
 
 
-def test_every_input_of_the_deployer_and_the_trainer_needs_a_signature_but_load_failures() -> None:
+def test_every_input_of_the_deployer_the_trainer_the_monitor_and_inference_needs_a_signature() -> (
+    None
+):
     from modelbus_deployer.handlers import EVENT_HANDLERS as DEPLOYER
+    from modelbus_inference.handlers import EVENT_HANDLERS as INFERENCE
     from modelbus_monitor.handlers import EVENT_HANDLERS as MONITOR
     from modelbus_trainer.handlers import EVENT_HANDLERS as TRAINER
 
     unsigned = {
         kind.__name__
-        for kind in [*DEPLOYER, *TRAINER, *MONITOR]
+        for kind in [*DEPLOYER, *TRAINER, *MONITOR, *INFERENCE]
         if kind.SCHEMA_NAME not in SIGNED_BY
     }
-    assert unsigned == {"ModelLoadFailed"}  # inference holds no signing key
+    assert unsigned == set()
 
 
 def test_tools_acting_as_each_role_sign_requests_as_the_operator_and_alerts_as_the_monitor() -> (
@@ -388,3 +395,211 @@ def test_the_monitor_learns_what_is_served_only_from_a_registration_the_registry
         [event.artifact_uri],
         [event.model],
     )
+
+
+# -- inference signs what it writes to the lifecycle log; the deployer trusts only that ------
+
+
+def test_a_key_directory_made_before_inference_signed_gets_its_key_and_trust_by_generating_again(
+    tmp_path: Path,
+) -> None:
+    earlier = tuple(role for role in ROLES if role != "inference")
+    generate_keys(tmp_path, roles=earlier)
+    before = {role: load_signers(tmp_path, earlier).signers[role].key_id for role in earlier}
+    settings = TrustSettings(signing_key=tmp_path, trusted_keys=tmp_path)
+    with pytest.raises(KeysMissing) as missing_key:
+        load_signer("inference", settings)
+    assert str(missing_key.value) == (
+        f"signing key {tmp_path}/inference.key.pem for inference does not exist: the key "
+        f"directory was made before the inference role signed; run `modelbus keys generate "
+        f"--dir {tmp_path}` to add its key (existing keys are kept; the trust file gains its "
+        "public key)"
+    )
+    with pytest.raises(KeysMissing, match=rf"trusts no key of inference .*--dir {tmp_path}`"):
+        load_trusted(TrustSettings(signing_key=tmp_path, trusted_keys=tmp_path / TRUST_FILE),
+                     required=("deployer", "inference"))  # fmt: skip
+
+    written = generate_keys(tmp_path)
+
+    assert written == [tmp_path / "inference.key.pem", tmp_path / TRUST_FILE]
+    after = load_signers(tmp_path)
+    assert {role: after.signers[role].key_id for role in earlier} == before
+    trust = json.loads((tmp_path / TRUST_FILE).read_text())
+    assert sorted(trust) == sorted(ROLES)
+    assert all(len(pems) == 1 for pems in trust.values())
+    inference = load_signer("inference", settings)
+    trusted = load_trusted(
+        TrustSettings(signing_key=tmp_path, trusted_keys=tmp_path / TRUST_FILE),
+        required=("deployer", "inference"),
+    )
+    assert list(trusted.keys["inference"]) == [inference.key_id]
+
+
+class _RecordingProducer:
+    """A confluent Producer's surface as the Publisher uses it; records what is produced."""
+
+    def __init__(self) -> None:
+        self.produced: list[tuple[str, bytes, dict[str, bytes]]] = []
+
+    def produce(self, topic, value, key=None, headers=None, on_delivery=None) -> None:  # type: ignore[no-untyped-def]
+        self.produced.append((topic, value, dict(headers or [])))
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+
+@pytest.mark.parametrize("delivery", ["exactly_once", "at_least_once"])
+def test_inference_signs_its_load_reports_and_refusals_as_inference(delivery: str) -> None:
+    from modelbus.bus.topics import dlq_topic_for
+    from modelbus_inference.bootstrap import lifecycle_publisher
+    from modelbus_inference.config import Settings as InferenceSettings
+    from modelbus_inference.domain import Registration
+    from modelbus_inference.loading import LoadFailed
+    from modelbus_inference.serving import ModelManager
+
+    def load(registration: Registration) -> Any:
+        if registration.version == 1:
+            return FakeModel(1)
+        raise LoadFailed(f"v{registration.version}: sha256 mismatch in weights.safetensors")
+
+    codec = build_codec(models=("credit",))
+    nowhere = KafkaSettings(bootstrap_servers="127.0.0.1:9")  # the fake producer replaces it
+    settings = InferenceSettings(kafka=nowhere, delivery=delivery)  # type: ignore[arg-type]
+    publisher = lifecycle_publisher(settings, codec)
+    producer = _RecordingProducer()
+    publisher.producer = producer  # type: ignore[assignment]
+    models = ModelManager("credit", load, worker="inference@test", serve_latest_without_routes=True)
+    cause = example_event(t.ModelRegistered)
+    reports = models.register(Registration(1, "file:///packages/1", "ab" * 32), cause=cause)
+    reports += models.register(Registration(2, "file:///packages/2", "cd" * 32), cause=cause)
+    for event in reports:
+        publisher.publish(event)
+    publisher.publish(example_event(t.DeadLetter), topic=dlq_topic_for(LIFECYCLE_TOPIC), key=b"c")
+    publisher.flush()
+
+    trusted = load_trusted()
+    inference_key = load_signer("inference").key_id
+    lifecycle = [value for topic, value, _ in producer.produced if topic == LIFECYCLE_TOPIC]
+    assert [codec.decode(value) for value in lifecycle] == reports
+    assert {type(event) for event in reports} == {t.ModelLoaded, t.ModelLoadFailed}
+    for topic, value, headers in producer.produced:
+        if topic == "modelbus.schemas":
+            continue
+        assert headers[SIGNER_HEADER] == f"inference:{inference_key}".encode(), topic
+        name = headers["modelbus-type"].decode()
+        assert check_event(name, topic, value, headers, trusted) is None, topic
+    assert [topic for topic, _, _ in producer.produced if topic != "modelbus.schemas"] == [
+        *[LIFECYCLE_TOPIC] * len(reports),
+        "modelbus.dlq",
+    ]
+
+
+class _Message:
+    """A consumed lifecycle message, shaped as confluent-kafka's Message."""
+
+    def __init__(self, value: bytes, headers: dict[str, bytes], offset: int) -> None:
+        self._value, self._headers, self._offset = value, headers, offset
+
+    def topic(self) -> str:
+        return LIFECYCLE_TOPIC
+
+    def value(self) -> bytes:
+        return self._value
+
+    def key(self) -> bytes:
+        return b"credit"
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return list(self._headers.items())
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 0)
+
+    def error(self) -> None:
+        return None
+
+
+class _TransactionalPublisher:
+    """Records what the deployer writes in its transactions."""
+
+    def __init__(self) -> None:
+        self.producer = self
+        self.written: list[tuple[Any, str | None]] = []
+
+    def begin_transaction(self) -> None: ...
+
+    def commit_transaction(self, timeout: float) -> None: ...
+
+    def publish(self, event: Any, *, topic: str | None = None, key: Any = None) -> None:
+        self.written.append((event, topic))
+
+
+def test_the_deployer_rolls_a_canary_back_only_on_a_load_failure_inference_signed() -> None:
+    from modelbus_deployer.config import Settings as DeployerSettings
+    from modelbus_deployer.domain import Deployer
+    from modelbus_deployer.stream import DeployerLoop
+    from tests.support.events import registered
+
+    codec = build_codec()
+    signers = {role: _signer(role) for role in ("registry", "monitor", "inference")}
+    loop = DeployerLoop(
+        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        codec,
+        lambda: Deployer(producer="deployer@test", policy=DeployerSettings().policy()),
+        lambda: None,  # type: ignore[arg-type,return-value]
+        tick_s=1,
+        trusted=_trust(*signers.values()),
+        producer="deployer@test",
+    )
+    loop.deployer, loop.replay_end = loop.new_deployer(), None
+    publisher = _TransactionalPublisher()
+    loop.publisher = publisher  # type: ignore[assignment]
+    offsets = iter(range(100))
+
+    def deliver(event: Any, role: str | None) -> None:
+        value = codec.encode(event)
+        signer = signers.get(role or "")
+        headers = {} if signer is None else dict(
+            signer.headers(LIFECYCLE_TOPIC, value, event.SCHEMA_NAME)
+        )  # fmt: skip
+        loop._lifecycle_message(_Message(value, headers, next(offsets)))
+
+    def failed() -> t.ModelLoadFailed:
+        return t.ModelLoadFailed(meta=new_meta("inference@test"), model="credit", version=2,
+                                 worker="inference@test", reason="sha256 mismatch")  # fmt: skip
+
+    deliver(registered("credit", 1, Path("/p/1"), "0" * 64), "registry")
+    deliver(registered("credit", 2, Path("/p/2"), "0" * 64), "registry")
+    assert any(isinstance(event, t.RolloutStarted) for event, _ in publisher.written)
+    publisher.written.clear()
+    unsigned, by_monitor, genuine = failed(), failed(), failed()
+    deliver(unsigned, None)
+    deliver(by_monitor, "monitor")
+    letters = [event for event, _ in publisher.written]
+    deliver(genuine, "inference")
+
+    assert [(type(e).__name__, topic) for e, topic in publisher.written[:2]] == [
+        ("DeadLetter", "modelbus.dlq"),
+        ("DeadLetter", "modelbus.dlq"),
+    ]
+    assert [letter.error_type for letter in letters] == ["UnsignedEvent", "WrongSigner"]
+    assert [letter.reason.split(": ", 1)[1] for letter in letters] == [
+        "ModelLoadFailed carries no signature; it must come from inference",
+        "ModelLoadFailed signed by 'monitor'; only inference may sign it",
+    ]
+    assert loop.refused == 2
+    rolled = [e for e, _ in publisher.written if isinstance(e, t.ModelRolledBack)]
+    assert [(r.version, r.restored_version, r.meta.causation_id) for r in rolled] == [
+        (2, 1, genuine.meta.event_id)
+    ]
+    assert rolled[0].reason == "candidate failed to load: sha256 mismatch"

@@ -14,6 +14,7 @@ from modelbus.events.meta import producer_id
 from modelbus.trust import load_signer, load_trusted
 from modelbus_deployer.config import Settings
 from modelbus_deployer.domain import Deployer
+from modelbus_deployer.handlers import SIGNERS
 from modelbus_deployer.stream import DeployerLoop
 
 
@@ -23,7 +24,7 @@ def bootstrap(settings: Settings) -> DeployerLoop:
     codec = build_codec(kafka_schema_store(kafka.bootstrap_servers))
     producer = producer_id("deployer")
     signer = load_signer("deployer")  # refuse to start without keys: it signs TrafficShifted
-    trusted = load_trusted()  # and acts only on correctly signed inputs
+    trusted = load_trusted(required=SIGNERS)  # and acts only on correctly signed inputs
     lifecycle = Consumer(
         {
             **client_config(kafka.bootstrap_servers),

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from modelbus.events import types as t
+from modelbus.trust import SIGNED_BY
 from modelbus_deployer.domain import Deployer
 
 
@@ -28,6 +29,13 @@ EVENT_HANDLERS: dict[type, list[Callable[..., list[Any]]]] = {
     t.ModelPromoted: [decide],
     t.ModelRolledBack: [decide],
 }
+
+SIGNERS = tuple(sorted({role for kind in EVENT_HANDLERS for role in SIGNED_BY[kind.SCHEMA_NAME]}))
+"""Every role whose events the deployer folds: a trust file lacking one would refuse them all.
+
+>>> SIGNERS
+('deployer', 'inference', 'monitor', 'operator', 'registry')
+"""
 
 
 def handle(event: Any, deployer: Deployer, now: datetime) -> list[Any]:

@@ -188,9 +188,10 @@ def read_and_verify(kafka: KafkaSettings, *, model: str | None = None) -> Verifi
     from modelbus.bus.topics import HEALTH_TOPIC
     from modelbus.events import CodecError, GenericRecord, build_codec
     from modelbus.trust import check_event, load_trusted
+    from modelbus_deployer.handlers import SIGNERS
 
     codec = build_codec(kafka_schema_store(kafka.bootstrap_servers), models=tuple(kafka.models))
-    trusted = load_trusted()
+    trusted = load_trusted(required=SIGNERS)
 
     def events(topic: str) -> list[Any]:
         kept = []

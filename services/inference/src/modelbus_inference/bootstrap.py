@@ -11,10 +11,10 @@ import structlog
 import uvicorn
 
 from modelbus.bus import Dispatcher, Publisher, kafka_schema_store
-from modelbus.events import build_codec, load_contract
+from modelbus.events import Codec, build_codec, load_contract
 from modelbus.events.meta import producer_id
 from modelbus.service import inject
-from modelbus.trust import load_trusted
+from modelbus.trust import load_signer, load_trusted
 from modelbus_inference.api import create_app
 from modelbus_inference.config import Settings
 from modelbus_inference.handlers import EVENT_HANDLERS
@@ -70,6 +70,14 @@ class Worker:
                 self.http_server.should_exit = True
 
 
+def lifecycle_publisher(settings: Settings, codec: Codec) -> Publisher:
+    """What a worker writes to the lifecycle log (ModelLoaded, ModelLoadFailed, refusals),
+    signed as inference in either delivery mode: the deployer rolls a canary back only on a
+    ModelLoadFailed inference signed. KeysMissing without the inference key."""
+    signer = load_signer("inference")
+    return Publisher(settings.kafka, codec, client_id=settings.worker_name, signer=signer)
+
+
 def bootstrap(settings: Settings) -> Worker:
     """Build a worker from settings."""
     kafka = settings.kafka
@@ -83,7 +91,7 @@ def bootstrap(settings: Settings) -> Worker:
     if typed_request is None:
         raise RuntimeError(f"contract {settings.contract_name!r} gave no typed request schema")
     worker_id = producer_id(f"inference-{settings.worker_index}")
-    publisher = Publisher(kafka, codec, client_id=settings.worker_name)
+    publisher = lifecycle_publisher(settings, codec)  # refuses to start without a key
     for name in OUTPUT_SCHEMAS:
         known = codec.store.reader(name)
         assert known is not None, name

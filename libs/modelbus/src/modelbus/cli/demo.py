@@ -119,7 +119,9 @@ def run_demo(
     """Run the story; returns the process exit code. ``summary``: write its timings as JSON."""
     plan = PLANS["fast" if fast else "full"]
     try:
-        operator = load_signer("operator")  # the services refuse to start without keys too
+        operator = load_signer("operator")
+        for role in ("registry", "trainer", "deployer", "monitor", "inference"):
+            load_signer(role)  # each service refuses to start without its key: say so here
     except KeysMissing as error:
         console.print(f"[red]{error}[/red]")
         return 2

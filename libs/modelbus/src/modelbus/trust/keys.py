@@ -10,8 +10,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-ROLES = ("registry", "trainer", "deployer", "monitor", "operator")
-"""Who signs: the four deciding services, and ``operator`` for people (the CLI)."""
+ROLES = ("registry", "trainer", "deployer", "monitor", "inference", "operator")
+"""Who signs: the four deciding services, inference (what it could not load), and ``operator``
+for people (the CLI)."""
 TRUST_FILE = "trusted-keys.json"
 
 

@@ -51,7 +51,13 @@ def load_signer(role: str, settings: TrustSettings | None = None) -> Signer:
         raise KeysMissing(f"no signing key for {role}: {HOW_TO}")
     path = chosen.signing_key
     if path.is_dir():
-        path = private_key_path(path, role)
+        directory, path = path, private_key_path(path, role)
+        if not path.is_file() and (directory / TRUST_FILE).is_file():
+            raise KeysMissing(
+                f"signing key {path} for {role} does not exist: the key directory was made "
+                f"before the {role} role signed; run `modelbus keys generate --dir {directory}` "
+                "to add its key (existing keys are kept; the trust file gains its public key)"
+            )
     if not path.is_file():
         raise KeysMissing(f"signing key {path} for {role} does not exist: {HOW_TO}")
     if path.stat().st_mode & 0o077:
@@ -69,17 +75,37 @@ def load_signers(directory: Path, roles: tuple[str, ...] = ROLES) -> SignerPerRo
     )
 
 
-def load_trusted(settings: TrustSettings | None = None) -> TrustedKeys:
-    """The trusted public keys, from MODELBUS_TRUSTED_KEYS; KeysMissing when there are none."""
+def load_trusted(
+    settings: TrustSettings | None = None, *, required: tuple[str, ...] = ()
+) -> TrustedKeys:
+    """The trusted public keys, from MODELBUS_TRUSTED_KEYS; KeysMissing when there are none,
+    or when no key is trusted for one of the ``required`` roles (whose events would all be
+    refused)."""
     chosen = settings or TrustSettings()
     if chosen.trusted_keys is None:
         raise KeysMissing(f"no trusted public keys: {HOW_TO}")
-    return _trusted_from(chosen.trusted_keys)
+    trusted = _trusted_from(chosen.trusted_keys)
+    missing = [role for role in required if not trusted.keys.get(role)]
+    if missing:
+        where = chosen.trusted_keys
+        directory = where if where.is_dir() else where.parent
+        raise KeysMissing(
+            f"the trust file {where} trusts no key of {', '.join(missing)} (made before "
+            f"{'that role' if len(missing) == 1 else 'those roles'} signed?): run `modelbus keys "
+            f"generate --dir {directory}` where the private keys are, and give every service "
+            "the rewritten trust file"
+        )
+    return trusted
 
 
-@lru_cache(maxsize=8)
 def _trusted_from(path: Path) -> TrustedKeys:
     file = path / TRUST_FILE if path.is_dir() else path
     if not file.is_file():
         raise KeysMissing(f"trust file {file} does not exist: {HOW_TO}")
+    return _read_trusted(file, file.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=8)
+def _read_trusted(file: Path, modified_ns: int) -> TrustedKeys:
+    """Read once per version of the file: `keys generate` may add a role's key meanwhile."""
     return TrustedKeys(read_trust_file(file))

@@ -34,6 +34,9 @@ SIGNED_BY: dict[str, tuple[str, ...]] = {
     # The monitor's findings (the deployer judges canaries on health, the trainer retrains).
     "modelbus.events.ModelHealth": ("monitor",),
     "modelbus.events.DriftDetected": ("monitor",),
+    # What inference could (not) load: a load failure rolls a canary back.
+    "modelbus.events.ModelLoaded": ("inference",),
+    "modelbus.events.ModelLoadFailed": ("inference",),
     # Requests: from the CLI (operator) or through the registry's authenticated API.
     "modelbus.events.TrainingRequested": ("operator", "registry"),
     "modelbus.events.PromotionRequested": ("operator", "registry"),
@@ -42,7 +45,8 @@ SIGNED_BY: dict[str, tuple[str, ...]] = {
 """Decisions consumers act on only when signed by one of these roles (event schema -> roles).
 
 The first role is the one that usually publishes it (``SignerPerRole`` signs as that role).
-``ModelLoadFailed`` is not here: inference holds no signing key.
+Inference signs what it publishes to the lifecycle log: the deployer rolls a canary back on a
+``ModelLoadFailed`` only when inference signed it.
 """
 
 
