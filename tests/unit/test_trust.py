@@ -546,8 +546,11 @@ class _TransactionalPublisher:
 def test_the_deployer_rolls_a_canary_back_only_on_a_load_failure_inference_signed() -> None:
     from modelbus_deployer.config import Settings as DeployerSettings
     from modelbus_deployer.domain import Deployer
+    from modelbus_deployer.handlers import SIGNERS
     from modelbus_deployer.stream import DeployerLoop
     from tests.support.events import registered
+
+    assert SIGNERS == ("deployer", "inference", "monitor", "operator", "registry")
 
     codec = build_codec()
     signers = {role: _signer(role) for role in ("registry", "monitor", "inference")}

@@ -31,11 +31,8 @@ EVENT_HANDLERS: dict[type, list[Callable[..., list[Any]]]] = {
 }
 
 SIGNERS = tuple(sorted({role for kind in EVENT_HANDLERS for role in SIGNED_BY[kind.SCHEMA_NAME]}))
-"""Every role whose events the deployer folds: a trust file lacking one would refuse them all.
-
->>> SIGNERS
-('deployer', 'inference', 'monitor', 'operator', 'registry')
-"""
+"""Every role whose events the deployer folds: a trust file lacking one would refuse them all
+(the deployer then refuses to start instead)."""
 
 
 def handle(event: Any, deployer: Deployer, now: datetime) -> list[Any]:
