@@ -30,7 +30,9 @@ EVENT_HANDLERS: dict[type, list[Callable[..., list[Any]]]] = {
     t.ModelRolledBack: [decide],
 }
 
-SIGNERS = tuple(sorted({role for kind in EVENT_HANDLERS for role in SIGNED_BY[kind.SCHEMA_NAME]}))
+SIGNERS = tuple(
+    sorted({role for kind in EVENT_HANDLERS for role in SIGNED_BY[kind.SCHEMA_NAME]})  # type: ignore[attr-defined]
+)
 """Every role whose events the deployer folds: a trust file lacking one would refuse them all
 (the deployer then refuses to start instead)."""
 
