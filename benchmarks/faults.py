@@ -426,8 +426,18 @@ def soak(bench: Bench, minutes: float) -> dict[str, Any]:
     }
 
 
-def run(plan: Plan, rate_per_s: float, workdir: Path) -> dict[str, Any]:
-    """Every fault, the flood and the soak on a broker of this run's own."""
+FAULTS = (
+    "broker_graceful_stop",
+    "broker_sigkill",
+    "inference_worker_sigkill",
+    "unknown_fingerprint_flood",
+)
+
+
+def run(
+    plan: Plan, rate_per_s: float, workdir: Path, only: tuple[str, ...] = FAULTS
+) -> dict[str, Any]:
+    """Every fault in ``only`` (all by default), then the soak, on a broker of this run's own."""
     # Throwaway keys, never the user's (`make bench` names .run/keys): the broker is ours too.
     for name in (SIGNING_KEY_ENV, TRUSTED_KEYS_ENV):
         os.environ.pop(name, None)
@@ -454,18 +464,19 @@ def run(plan: Plan, rate_per_s: float, workdir: Path) -> dict[str, Any]:
             time.sleep(5)
             bench.finish("warm", warm)
             log(f"worker warm; {rate_per_s:.0f} requests/s from now on")
-            faults = {
-                "broker_graceful_stop": bench.fault(
+            runs: dict[str, Callable[[], dict[str, Any]]] = {
+                "broker_graceful_stop": lambda: bench.fault(
                     "broker_graceful_stop", plan, broker_fault(bench, "stop-broker", plan.outage_s)
                 ),
-                "broker_sigkill": bench.fault(
+                "broker_sigkill": lambda: bench.fault(
                     "broker_sigkill", plan, broker_fault(bench, "kill-broker", plan.outage_s)
                 ),
-                "inference_worker_sigkill": bench.fault(
+                "inference_worker_sigkill": lambda: bench.fault(
                     "inference_worker_sigkill", plan, worker_fault(bench)
                 ),
+                "unknown_fingerprint_flood": lambda: flood(bench, plan),
             }
-            faults["unknown_fingerprint_flood"] = flood(bench, plan)
+            faults = {name: measure() for name, measure in runs.items() if name in only}
             soaked: dict[str, Any] = (
                 soak(bench, plan.soak_minutes)
                 if plan.soak_minutes > 0
@@ -512,14 +523,21 @@ def main() -> None:
     parser.add_argument("--soak-minutes", type=float, default=None)
     parser.add_argument("--rate", type=float, default=None, help="requests/s")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=FAULTS,
+        help="run only this fault (repeatable); the result goes to a temporary file, "
+        "not results/faults.json",
+    )
     args = parser.parse_args()
     plan = QUICK if args.quick else Plan()
     if args.soak_minutes is not None:
         plan = Plan(**{**plan.__dict__, "soak_minutes": args.soak_minutes})
     rate = args.rate or default_rate()
     with tempfile.TemporaryDirectory(prefix="modelbus-faults-") as workdir:
-        result = run(plan, rate, Path(workdir))
-    if args.quick:
+        result = run(plan, rate, Path(workdir), tuple(args.only or FAULTS))
+    if args.quick or args.only:
         path = Path(tempfile.mkstemp(prefix="faults-quick-", suffix=".json")[1])
         path.write_text(json.dumps(result, indent=2) + "\n")
     else:

@@ -1,4 +1,5 @@
-"""A flood of unknown schema fingerprints does not hold up requests whose schema is known.
+"""A flood of unknown schema fingerprints does not hold up requests whose schema is known,
+and the refreshes it asks for are cheap: they read on over one consumer.
 
 Requests are produced to and read back from the real broker; the reader decodes them with a
 schema store backed by the real ``modelbus.schemas`` topic, as inference does. The decode
@@ -14,14 +15,17 @@ import time
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
 
 from modelbus.bus.envelope import Envelope
 from modelbus.bus.reading import read_topic
-from modelbus.bus.schema_topic import kafka_schema_store
-from modelbus.bus.topics import data_topic
+from modelbus.bus.schema_topic import SchemaTopic, kafka_schema_store
+from modelbus.bus.security import client_config
+from modelbus.bus.topics import SCHEMAS_TOPIC, data_topic
 from modelbus.config import KafkaSettings
 from modelbus.events import Codec, UnknownSchema, build_codec
 from modelbus.events.codec import MAGIC
+from modelbus.events.schemas import fingerprint_of
 from tests.support.broker import RequestProducer, create_model_topics, request_codec
 from tests.support.packages import CONTRACT, credit_rows
 
@@ -106,3 +110,32 @@ def test_ten_thousand_unknown_fingerprints_do_not_stall_known_requests(
     print(json.dumps(figures))
     if os.environ.get("MODELBUS_FLOOD_FIGURES"):
         Path(os.environ["MODELBUS_FLOOD_FIGURES"]).write_text(json.dumps(figures, indent=2))
+
+
+def test_a_refresh_reads_on_over_one_consumer_and_finds_a_schema_published_since(
+    kafka_settings: KafkaSettings, unique: str
+) -> None:
+    source = SchemaTopic(kafka_settings.bootstrap_servers)
+    try:
+        everything = source()
+        assert everything, "the session's services published their schemas"
+        assert source() == []  # nothing new: nothing handed over twice
+        schema = {
+            "type": "record",
+            "name": f"Probe{unique}",
+            "namespace": "modelbus.tests",
+            "fields": [{"name": "x", "type": "int"}],
+        }
+        key = fingerprint_of(schema).hex().encode()
+        producer = Producer(client_config(kafka_settings.bootstrap_servers))
+        value = json.dumps(schema).encode()
+        producer.produce(SCHEMAS_TOPIC, key=key, value=value)
+        producer.produce(SCHEMAS_TOPIC, key=b"not-its-fingerprint", value=value)
+        assert producer.flush(10) == 0
+
+        fresh = source()
+
+        assert [fingerprint_of(s) for s in fresh] == [fingerprint_of(schema)]
+        assert source.connects == 1  # the same consumer all along: no reconnect per refresh
+    finally:
+        source.close()
