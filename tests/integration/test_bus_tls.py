@@ -37,8 +37,11 @@ from modelbus.bus.security import SecuritySettings, aiokafka_options, client_con
 from modelbus.config import KafkaSettings
 from modelbus.events import build_codec
 from modelbus.events import types as t
-from tests.support.broker import DedicatedKafka, create_model_topics, dedicated_kafka
-from tests.support.events import registered
+from tests.support.broker import Bus, DedicatedKafka, create_model_topics, dedicated_kafka
+from tests.support.events import model_trained, registered
+from tests.support.packages import make_package
+from tests.support.ports import free_port
+from tests.support.processes import http_ready, registry_env, service
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -73,6 +76,7 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBus]:
         publisher = Publisher(settings, build_codec(), client_id=f"test-tls-{MODEL}")
         publisher.publish(first)
         publisher.flush()
+        del publisher  # its client would keep calling the broker after it stops
         yield TlsBus(kafka, settings, first)
 
 
@@ -221,7 +225,7 @@ def test_a_client_speaking_plaintext_sasl_to_the_tls_listener_reads_nothing(tls:
     consumer = Consumer(client_config(tls.kafka.bootstrap, group, security=plaintext))
     try:
         consumer.assign([TopicPartition(LIFECYCLE_TOPIC, 0, OFFSET_BEGINNING)])
-        read = [m for m in consumer.consume(100, timeout=5) if m.error() is None]
+        read = [m for m in consumer.consume(100, timeout=3) if m.error() is None]
     finally:
         consumer.close()
     assert read == []  # while the log holds at least tls.on_the_log
@@ -246,3 +250,38 @@ def test_a_wrong_password_over_tls_is_refused_as_an_authentication_failure(
 
     assert aiokafka_refusal(wrong_password, tls.kafka.bootstrap) < REFUSAL_BOUND_S
     assert "SaslAuthenticationFailed" in caplog.text
+
+
+def test_the_registry_runs_as_its_own_principal_over_tls_and_registers_a_trained_model(
+    tls: TlsBus, tmp_path: Path
+) -> None:
+    model = f"{MODEL}reg"
+    sha = make_package(tmp_path / "trained", model, seed=1)
+    trained = model_trained(model, str(tmp_path / "trained"), sha)
+    (tmp_path / "registry").mkdir()
+    port = free_port()
+    principal = tls.kafka.credentials("registry")
+    principal.pop("MODELBUS_KAFKA_CREDENTIALS_DIR")
+    assert principal["MODELBUS_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    env = {
+        **registry_env(
+            tls.kafka.bootstrap,
+            tmp_path / "registry",
+            port=port,
+            tracking_uri=f"sqlite:///{tmp_path / 'registry' / 'mlflow.db'}",
+            group_id=f"modelbus-registry-tls-{model}",  # the registry principal's groups
+        ),
+        "MODELBUS_REGISTRY_MLFLOW_MIRROR": "false",
+        **principal,
+    }
+    create_model_topics(tls.settings, "credit", partitions=1)  # the models a service expects
+    bus = Bus(tls.settings, f"test-tls-{model}")
+    ready = http_ready(f"http://127.0.0.1:{port}/healthz")
+    with service("modelbus_registry", env, tmp_path / "registry", ready=ready):
+        bus.publish(trained)
+        [answer] = bus.wait_for(model, t.ModelRegistered, timeout_s=90)
+    del bus
+
+    assert (answer.version, answer.artifact_sha256) == (1, sha)
+    assert answer.meta.causation_id == trained.meta.event_id
+    assert answer.meta.producer.startswith("registry")
