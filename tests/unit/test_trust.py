@@ -543,53 +543,63 @@ class _TransactionalPublisher:
         self.written.append((event, topic))
 
 
-def test_the_deployer_rolls_a_canary_back_only_on_a_load_failure_inference_signed() -> None:
+def _deployer_loop(signers: dict[str, Signer], *, live: bool) -> Any:
+    """A deployer loop holding the log (live, or replaying it), with fake Kafka around it."""
     from modelbus_deployer.config import Settings as DeployerSettings
     from modelbus_deployer.domain import Deployer
-    from modelbus_deployer.handlers import SIGNERS
     from modelbus_deployer.stream import DeployerLoop
-    from tests.support.events import registered
 
-    assert SIGNERS == ("deployer", "inference", "monitor", "operator", "registry")
-
-    codec = build_codec()
-    signers = {role: _signer(role) for role in ("registry", "monitor", "inference")}
     loop = DeployerLoop(
         None,  # type: ignore[arg-type]
         None,  # type: ignore[arg-type]
-        codec,
+        build_codec(),
         lambda: Deployer(producer="deployer@test", policy=DeployerSettings().policy()),
         lambda: None,  # type: ignore[arg-type,return-value]
         tick_s=1,
         trusted=_trust(*signers.values()),
         producer="deployer@test",
     )
-    loop.deployer, loop.replay_end = loop.new_deployer(), None
-    publisher = _TransactionalPublisher()
-    loop.publisher = publisher  # type: ignore[assignment]
-    offsets = iter(range(100))
+    loop.deployer, loop.replay_end = loop.new_deployer(), None if live else 1_000_000
+    loop.publisher = _TransactionalPublisher() if live else None
+    return loop
 
-    def deliver(event: Any, role: str | None) -> None:
-        value = codec.encode(event)
-        signer = signers.get(role or "")
-        headers = {} if signer is None else dict(
-            signer.headers(LIFECYCLE_TOPIC, value, event.SCHEMA_NAME)
-        )  # fmt: skip
-        loop._lifecycle_message(_Message(value, headers, next(offsets)))
 
-    def failed() -> t.ModelLoadFailed:
-        return t.ModelLoadFailed(meta=new_meta("inference@test"), model="credit", version=2,
-                                 worker="inference@test", reason="sha256 mismatch")  # fmt: skip
+def _deliver(loop: Any, signers: dict[str, Signer], event: Any, role: str | None) -> None:
+    value = loop.codec.encode(event)
+    signer = signers.get(role or "")
+    headers = {} if signer is None else dict(
+        signer.headers(LIFECYCLE_TOPIC, value, event.SCHEMA_NAME)
+    )  # fmt: skip
+    loop._lifecycle_message(_Message(value, headers, len(loop.on_log) + loop.decisions))
 
-    deliver(registered("credit", 1, Path("/p/1"), "0" * 64), "registry")
-    deliver(registered("credit", 2, Path("/p/2"), "0" * 64), "registry")
-    assert any(isinstance(event, t.RolloutStarted) for event, _ in publisher.written)
+
+def _load_failed() -> t.ModelLoadFailed:
+    return t.ModelLoadFailed(meta=new_meta("inference@test"), model="credit", version=2,
+                             worker="inference@test", reason="sha256 mismatch")  # fmt: skip
+
+
+def _canary_of_v2(loop: Any, signers: dict[str, Signer]) -> None:
+    from tests.support.events import registered
+
+    _deliver(loop, signers, registered("credit", 1, Path("/p/1"), "0" * 64), "registry")
+    _deliver(loop, signers, registered("credit", 2, Path("/p/2"), "0" * 64), "registry")
+    assert loop.deployer.state("credit").rollout.candidate == 2
+
+
+def test_the_deployer_rolls_a_canary_back_only_on_a_load_failure_inference_signed() -> None:
+    from modelbus_deployer.handlers import SIGNERS
+
+    assert SIGNERS == ("deployer", "inference", "monitor", "operator", "registry")
+    signers = {role: _signer(role) for role in ("registry", "monitor", "inference")}
+    loop = _deployer_loop(signers, live=True)
+    publisher = loop.publisher
+    _canary_of_v2(loop, signers)
     publisher.written.clear()
-    unsigned, by_monitor, genuine = failed(), failed(), failed()
-    deliver(unsigned, None)
-    deliver(by_monitor, "monitor")
+    unsigned, by_monitor, genuine = _load_failed(), _load_failed(), _load_failed()
+    _deliver(loop, signers, unsigned, None)
+    _deliver(loop, signers, by_monitor, "monitor")
     letters = [event for event, _ in publisher.written]
-    deliver(genuine, "inference")
+    _deliver(loop, signers, genuine, "inference")
 
     assert [(type(e).__name__, topic) for e, topic in publisher.written[:2]] == [
         ("DeadLetter", "modelbus.dlq"),
@@ -606,3 +616,18 @@ def test_the_deployer_rolls_a_canary_back_only_on_a_load_failure_inference_signe
         (2, 1, genuine.meta.event_id)
     ]
     assert rolled[0].reason == "candidate failed to load: sha256 mismatch"
+
+
+def test_replaying_the_log_the_deployer_skips_load_failures_inference_did_not_sign() -> None:
+    signers = {role: _signer(role) for role in ("registry", "monitor", "inference")}
+    loop = _deployer_loop(signers, live=False)
+    _canary_of_v2(loop, signers)
+    _deliver(loop, signers, _load_failed(), None)
+    _deliver(loop, signers, _load_failed(), "monitor")
+    assert not any(isinstance(e, t.ModelRolledBack) for e in loop.replayed)
+    genuine = _load_failed()
+    _deliver(loop, signers, genuine, "inference")
+
+    rolled = [e for e in loop.replayed if isinstance(e, t.ModelRolledBack)]
+    assert [(r.version, r.meta.causation_id) for r in rolled] == [(2, genuine.meta.event_id)]
+    assert loop.refused == 0  # nothing is dead-lettered at replay: it was, live
