@@ -60,10 +60,19 @@ class Serving:
 
 
 class RecordingWriter:
+    """Submits nothing anywhere; its previous batch counts as still being written for the
+    next ``busy_for`` looks at ``busy``."""
+
     pending = False
 
-    def __init__(self) -> None:
+    def __init__(self, busy_for: int = 0) -> None:
         self.submitted: list[list[Outgoing]] = []
+        self.busy_for = busy_for
+
+    @property
+    def busy(self) -> bool:
+        self.busy_for -= 1
+        return self.busy_for >= 0
 
     def settle(self, *, final: bool = False) -> None:
         return None
@@ -72,9 +81,11 @@ class RecordingWriter:
         self.submitted.append(outputs)
 
 
-def loop_over(consumer: FakeConsumer, **settings: Any) -> tuple[StreamLoop, RecordingWriter]:
+def loop_over(
+    consumer: FakeConsumer, busy_for: int = 0, **settings: Any
+) -> tuple[StreamLoop, RecordingWriter]:
     loop = StreamLoop(Settings(model="credit", **settings), EchoPredictor(), Serving())  # type: ignore[arg-type]
-    writer = RecordingWriter()
+    writer = RecordingWriter(busy_for)
     loop.consumer, loop.writer = consumer, writer  # type: ignore[assignment]
     return loop, writer
 
@@ -107,6 +118,40 @@ def test_batch_linger_waits_for_more_and_max_batch_size_still_caps_the_batch() -
     assert len(consumer.queued) == 10
 
 
+def one_arrives_per_call(consumer: FakeConsumer, already_there: int) -> None:
+    """From now on, one more of ``consumer``'s queued messages arrives before each consume()."""
+    consumer.queued, later = consumer.queued[:already_there], consumer.queued[already_there:]
+
+    def consume(n: int, timeout: float) -> list[FakeMessage]:
+        consumer.queued += later[:1]
+        del later[:1]
+        return FakeConsumer.consume(consumer, n, timeout)
+
+    consumer.consume = consume  # type: ignore[method-assign]
+
+
+def test_a_batch_keeps_growing_while_the_previous_one_is_still_written() -> None:
+    consumer = FakeConsumer(queued=20)
+    loop, writer = loop_over(consumer, busy_for=2, max_batch_size=500, batch_linger_ms=0)
+    one_arrives_per_call(consumer, already_there=2)
+
+    assert loop.run_once() == 6
+    # The wait for a first request and the (zero) linger take 4; then, while the writer is
+    # busy, a short read per look at it; once it is free the batch goes with what it has.
+    assert consumer.calls == [(1, 0.005), (499, 0.0), (496, 0.002), (495, 0.002)]
+    assert [o.key for o in writer.submitted[0]] == [f"r{i}".encode() for i in range(6)]
+
+
+def test_a_growing_batch_stops_at_max_batch_size_even_while_the_writer_is_busy() -> None:
+    consumer = FakeConsumer(queued=30)
+    loop, writer = loop_over(consumer, busy_for=100, max_batch_size=8, batch_linger_ms=0)
+    one_arrives_per_call(consumer, already_there=2)
+
+    assert loop.run_once() == 8
+    assert len(writer.submitted[0]) == 8
+    assert writer.busy_for > 0  # it stopped for the size, not because the writer got free
+
+
 def test_an_idle_poll_makes_one_call_and_submits_nothing() -> None:
     consumer = FakeConsumer(queued=0)
     loop, writer = loop_over(consumer, max_wait_ms=5)
@@ -124,7 +169,7 @@ def test_each_batch_records_its_fetch_score_and_wait_stages_once() -> None:
     loop.run_once()
 
     registry = loop.metrics.registry
-    for stage in ("fetch", "score", "wait"):
+    for stage in ("fetch", "score", "fill", "wait"):
         count = registry.get_sample_value(
             "modelbus_inference_stage_ms_count", {"model": "credit", "stage": stage}
         )

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 _LATENCY_BUCKETS_MS = (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 _STAGE_BUCKETS_MS = (0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 200, 500, 1000)
 # The stream loop's stages, one observation per micro-batch each (see ``Metrics.stage_ms``).
-STAGES = ("fetch", "score", "wait", "produce", "offsets", "commit", "delivery")
+STAGES = ("fetch", "score", "fill", "wait", "produce", "offsets", "commit", "delivery")
 
 
 class Progress:
@@ -150,7 +150,8 @@ class Metrics:
         self.stage_ms = Histogram(
             "modelbus_inference_stage_ms",
             "Time a micro-batch spends in each stage, ms. Stream thread: fetch (consume() until "
-            "the batch is read), score (decode, model, encode), wait (for the batch in flight "
+            "the batch is read), score (decode, model, encode), fill (reading more while the "
+            "batch in flight is still written, scoring excluded), wait (for the batch in flight "
             "to be written). Writer thread: produce (begin + outputs handed to the producer); "
             "exactly-once: offsets (send_offsets_to_transaction), commit (commit_transaction); "
             "at-least-once: delivery (until every output is acknowledged).",

@@ -26,6 +26,10 @@ from modelbus_inference.writer import BatchWriter
 
 log = structlog.get_logger(__name__)
 
+FILL_SLICE_S = 0.002
+"""How long one consume() waits while a batch grows behind the one being written: how soon
+the loop notices that the writer is free."""
+
 
 def consumer_config(settings: Settings) -> dict[str, object]:
     """The requests consumer: static member of the model's group, reading committed data only."""
@@ -123,6 +127,65 @@ class StreamLoop:
         started = time.perf_counter()
         messages = self._fetch(consumer)
         fetched = time.perf_counter()
+        batch, troubled = self._incoming(messages)
+        if not batch:
+            was_open = self.writer.pending
+            self._rewind(self._settle() or {})
+            if not troubled and not was_open:
+                self.progress.idle()
+            return 0
+        serving = self.models.serving
+        assert serving is not None, "the stream starts only once a model is served"
+        outputs = self.predictor.predict(batch, serving)
+        scored = time.perf_counter()
+        scoring_s = scored - fetched
+        # While the previous batch is still being written, this one keeps growing, scored as
+        # it comes: a request that arrives meanwhile rides in the next transaction instead of
+        # waiting for the one after it.
+        while self.writer.busy and len(batch) < self.settings.max_batch_size:
+            more, _ = self._incoming(
+                consumer.consume(self.settings.max_batch_size - len(batch), FILL_SLICE_S)
+            )
+            if more:
+                began = time.perf_counter()
+                batch += more
+                outputs += self.predictor.predict(more, serving)
+                scoring_s += time.perf_counter() - began
+        filled = time.perf_counter()
+        next_offsets: dict[tuple[str, int], int] = {}
+        first_offsets: dict[tuple[str, int], int] = {}
+        for request in batch:
+            where = (request.topic, request.partition)
+            next_offsets[where] = request.offset + 1
+            first_offsets.setdefault(where, request.offset)
+        aborted = self._settle()
+        stage = self.observe_stage
+        stage("fetch", (fetched - started) * 1000)
+        stage("score", scoring_s * 1000)
+        stage("fill", (filled - scored) * 1000 - (scoring_s - (scored - fetched)) * 1000)
+        stage("wait", (time.perf_counter() - filled) * 1000)
+        if aborted is not None:
+            # The previous batch's transaction aborted: replay it and this one, in order.
+            for where, offset in first_offsets.items():
+                aborted[where] = min(offset, aborted.get(where, offset))
+            self._rewind(aborted)
+            return 0
+        self.writer.submit(
+            outputs,
+            [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()],
+            first_offsets,
+            consumer.consumer_group_metadata(),
+        )
+        self.batches += 1
+        self.processed += len(batch)
+        return len(batch)
+
+    def _incoming(self, messages: list[Message]) -> tuple[list[Incoming], bool]:
+        """The requests among ``messages``, and whether a consumer error came with them.
+
+        Raises ``KafkaException`` on a fatal one (the caller rebuilds its clients) and hands on
+        one the writer thread left behind (``_broken``, set by a revoke).
+        """
         if self._broken is not None:
             broken, self._broken = self._broken, None
             raise broken
@@ -147,42 +210,7 @@ class StreamLoop:
                     message.value(),
                 )
             )
-        if not batch:
-            was_open = self.writer.pending
-            self._rewind(self._settle() or {})
-            if not troubled and not was_open:
-                self.progress.idle()
-            return 0
-        serving = self.models.serving
-        assert serving is not None, "the stream starts only once a model is served"
-        outputs = self.predictor.predict(batch, serving)
-        scored = time.perf_counter()
-        next_offsets: dict[tuple[str, int], int] = {}
-        first_offsets: dict[tuple[str, int], int] = {}
-        for request in batch:
-            where = (request.topic, request.partition)
-            next_offsets[where] = request.offset + 1
-            first_offsets.setdefault(where, request.offset)
-        aborted = self._settle()
-        stage = self.observe_stage
-        stage("fetch", (fetched - started) * 1000)
-        stage("score", (scored - fetched) * 1000)
-        stage("wait", (time.perf_counter() - scored) * 1000)
-        if aborted is not None:
-            # The previous batch's transaction aborted: replay it and this one, in order.
-            for where, offset in first_offsets.items():
-                aborted[where] = min(offset, aborted.get(where, offset))
-            self._rewind(aborted)
-            return 0
-        self.writer.submit(
-            outputs,
-            [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()],
-            first_offsets,
-            consumer.consumer_group_metadata(),
-        )
-        self.batches += 1
-        self.processed += len(batch)
-        return len(batch)
+        return batch, troubled
 
     def _fetch(self, consumer: Consumer) -> list[Message]:
         """Wait up to ``max_wait_ms`` for a first message, then take up to a batch: what has

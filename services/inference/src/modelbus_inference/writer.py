@@ -84,6 +84,11 @@ class BatchWriter:
         """Whether a batch is in flight."""
         return self._pending is not None
 
+    @property
+    def busy(self) -> bool:
+        """Whether the batch in flight is still being written (``settle`` would wait)."""
+        return self._pending is not None and not self._pending.done()
+
     def settle(self, *, final: bool = False) -> dict[tuple[str, int], int] | None:
         """Wait for the batch in flight; the offsets to rewind to if it failed, else None.
 
