@@ -13,6 +13,7 @@ import yaml
 
 from modelbus.bus import data_topic
 from modelbus.config import KafkaSettings
+from modelbus.trust import TrustSettings
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "infra" / "k8s"
@@ -68,8 +69,10 @@ def test_each_workload_runs_its_service_with_settings_that_exist(service: str) -
     assert "run" in {
         command.name or command.callback.__name__ for command in cli.registered_commands
     }
-    known = _env_names(_settings_of(service), f"MODELBUS_{service.upper()}_") | _env_names(
-        KafkaSettings, "MODELBUS_"
+    known = (
+        _env_names(_settings_of(service), f"MODELBUS_{service.upper()}_")
+        | _env_names(KafkaSettings, "MODELBUS_")
+        | _env_names(TrustSettings, "MODELBUS_")
     )
     config = next(doc for doc in _documents() if doc["kind"] == "ConfigMap")
     named = {entry["name"] for entry in container.get("env", [])}
