@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -10,6 +11,9 @@ import pytest
 import yaml
 from yaml.constructor import ConstructorError
 
+from modelbus.bus.acls import SERVICES as ACL_PRINCIPALS
+from modelbus.bus.acls import acl_table
+from modelbus.bus.security import ENV_PREFIX, SecuritySettings, client_config
 from modelbus.trust import (
     ROLES,
     TRUST_FILE,
@@ -77,6 +81,46 @@ def _pod(service: str) -> dict[str, Any]:
 def _k8s_env(service: str) -> dict[str, str]:
     (container,) = _pod(service)["containers"]
     return {entry["name"]: entry["value"] for entry in container["env"] if "value" in entry}
+
+
+def _documents(kind: str) -> list[dict[str, Any]]:
+    return [
+        doc
+        for path in sorted(K8S.glob("*.yaml"))
+        for doc in yaml.load_all(path.read_text(), Loader=UniqueKeyLoader)
+        if doc and doc["kind"] == kind
+    ]
+
+
+def _shared_config() -> dict[str, str]:
+    (config,) = _documents("ConfigMap")
+    return config["data"]
+
+
+def _secret_refs(service: str) -> dict[str, tuple[str, str]]:
+    """Env name -> (Secret, key) of every ``valueFrom.secretKeyRef`` in the workload."""
+    (container,) = _pod(service)["containers"]
+    refs = {}
+    for entry in container["env"]:
+        ref = entry.get("valueFrom", {}).get("secretKeyRef")
+        if ref is not None:
+            assert not ref.get("optional", False)  # a missing Secret must stop the pod
+            refs[entry["name"]] = (ref["name"], ref["key"])
+    return refs
+
+
+def _secrets_named(service: str) -> set[str]:
+    """Every Secret the workload's pod reads, however it reads it."""
+    pod = _pod(service)
+    (container,) = pod["containers"]
+    named = {secret for secret, _ in _secret_refs(service).values()}
+    named |= {e["secretRef"]["name"] for e in container.get("envFrom", []) if "secretRef" in e}
+    named |= {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    for volume in pod["volumes"]:
+        for source in volume.get("projected", {}).get("sources", []):
+            if "secret" in source:
+                named.add(source["secret"]["name"])
+    return named
 
 
 def _k8s_file_source(service: str, path: str) -> tuple[dict[str, Any], str]:
@@ -157,3 +201,90 @@ def test_the_files_both_deployments_name_are_the_ones_generate_writes_and_servic
         settings = TrustSettings(signing_key=signing_key, trusted_keys=trusted_keys)
         assert load_signer(service, settings).identity.startswith(f"{service}:")
         assert set(load_trusted(settings, required=(service,)).keys) == set(ROLES)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_k8s_workload_connects_as_its_own_kafka_principal_and_reads_no_other_secret(
+    service: str,
+) -> None:
+    assert _secret_refs(service) == {
+        f"{ENV_PREFIX}SASL_USERNAME": (f"modelbus-kafka-{service}", "username"),
+        f"{ENV_PREFIX}SASL_PASSWORD": (f"modelbus-kafka-{service}", "password"),
+    }
+    own = {f"modelbus-kafka-{service}", f"modelbus-keys-{service}", f"modelbus-{service}"}
+    assert _secrets_named(service) <= own
+    (container,) = _pod(service)["containers"]
+    assert {"configMapRef": {"name": "modelbus"}} in container["envFrom"]
+
+
+def test_the_documented_secrets_name_each_service_as_the_principal_the_acl_table_grants() -> None:
+    comments = (K8S / "config.yaml").read_text()
+    loops = re.findall(
+        r"for service in ([a-z ]+); do\n#\s+kubectl -n modelbus create secret "
+        r"generic modelbus-kafka-\$service \\\n#\s+--from-literal=username=\$service",
+        comments,
+    )
+    assert len(loops) == 2  # from kafka.sh's credentials, and from your own Kafka's users
+    principals = {grant.principal for grant in acl_table(["credit"])}
+    for loop in loops:
+        assert sorted(loop.split()) == sorted(SERVICES) == sorted(ACL_PRINCIPALS)
+        assert {f"User:{service}" for service in loop.split()} <= principals
+    assert "modelbus acls apply --dry-run" in comments
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_k8s_workload_speaks_sasl_ssl_with_the_mounted_ca_and_its_settings_are_accepted(
+    service: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = _shared_config()
+    assert shared[f"{ENV_PREFIX}SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert shared[f"{ENV_PREFIX}SASL_MECHANISM"] == "SCRAM-SHA-512"
+    ca_volume, ca_key = _k8s_file_source(service, shared[f"{ENV_PREFIX}SSL_CA_LOCATION"])
+    assert (ca_volume["configMap"]["name"], ca_key) == ("modelbus-kafka-ca", "ca.crt")
+    # The pod's environment: the ConfigMap, its own Secret (as config.yaml makes it), and the
+    # CA file where the pod mounts it.
+    secret = {"username": service, "password": "from the Secret"}
+    for name in [name for name in os.environ if name.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(name)
+    for name, value in shared.items():
+        if name.startswith(ENV_PREFIX):
+            monkeypatch.setenv(name, value)
+    for name, (_, key) in _secret_refs(service).items():
+        monkeypatch.setenv(name, secret[key])
+    (tmp_path / ca_key).write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv(f"{ENV_PREFIX}SSL_CA_LOCATION", str(tmp_path / ca_key))
+    assert client_config(shared["MODELBUS_BOOTSTRAP_SERVERS"]) == {
+        "bootstrap.servers": "kafka-bootstrap.kafka.svc:9093",
+        "security.protocol": "sasl_ssl",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": service,
+        "sasl.password": "from the Secret",
+        "ssl.ca.location": str(tmp_path / "ca.crt"),
+    }
+    assert SecuritySettings().principal == f"User:{service}"
+
+
+def test_keda_reads_inference_lag_as_inference_over_the_same_listener_and_ca() -> None:
+    shared = _shared_config()
+    ((scaled,),) = [_documents("ScaledObject")]
+    (trigger,) = scaled["spec"]["triggers"]
+    mechanism = shared[f"{ENV_PREFIX}SASL_MECHANISM"]  # SCRAM-SHA-512 -> scram_sha512
+    assert trigger["metadata"]["bootstrapServers"] == shared["MODELBUS_BOOTSTRAP_SERVERS"]
+    assert trigger["metadata"]["sasl"] == mechanism.lower().replace("-", "_", 1).replace("-", "")
+    assert trigger["metadata"]["tls"] == "enable"
+    (auth,) = [
+        doc
+        for doc in _documents("TriggerAuthentication")
+        if doc["metadata"]["name"] == trigger["authenticationRef"]["name"]
+    ]
+    secret_refs = {
+        ref["parameter"]: (ref["name"], ref["key"]) for ref in auth["spec"]["secretTargetRef"]
+    }
+    assert secret_refs == {
+        "username": ("modelbus-kafka-inference", "username"),
+        "password": ("modelbus-kafka-inference", "password"),
+    }
+    ca_volume, ca_key = _k8s_file_source("inference", shared[f"{ENV_PREFIX}SSL_CA_LOCATION"])
+    assert auth["spec"]["configMapTargetRef"] == [
+        {"parameter": "ca", "name": ca_volume["configMap"]["name"], "key": ca_key}
+    ]

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from modelbus.bus import data_topic
+from modelbus.bus.security import ENV_PREFIX, SecuritySettings
 from modelbus.config import KafkaSettings
 from modelbus.trust import TrustSettings
 
@@ -73,12 +74,16 @@ def test_each_workload_runs_its_service_with_settings_that_exist(service: str) -
         _env_names(_settings_of(service), f"MODELBUS_{service.upper()}_")
         | _env_names(KafkaSettings, "MODELBUS_")
         | _env_names(TrustSettings, "MODELBUS_")
+        | _env_names(SecuritySettings, ENV_PREFIX)
     )
     config = next(doc for doc in _documents() if doc["kind"] == "ConfigMap")
     named = {entry["name"] for entry in container.get("env", [])}
     shared = set(config["data"]) - {"MLFLOW_TRACKING_URI"}  # read by trainer and registry
     assert named - known == set()
-    assert shared - _env_names(KafkaSettings, "MODELBUS_") == set()
+    every_service_reads = _env_names(KafkaSettings, "MODELBUS_") | _env_names(
+        SecuritySettings, ENV_PREFIX
+    )
+    assert shared - every_service_reads == set()
 
 
 @pytest.mark.parametrize(
