@@ -126,19 +126,22 @@ TARGETS = {
 FINDINGS = """
 Where inference latency comes from (benchmarks/inference.py; stages: benchmarks/latency.py)
 
-Findings of the quiet run of 2026-11-27 (1 worker, 2 shared cores); the tables are this run's:
+Findings that held in every run made (1 worker, 2 shared cores); the numbers are this run's:
 - The model is not the tail: in_worker (decode, validate, forward pass, encode) is a few ms at
-  the median and stays within a few ms in the slowest 1% at 5% and 25% load.
+  the median and in the slowest 1% at 5% and 25% load.
 - Garbage collection is not the tail: after gc.freeze() at start, generation-0/1 collections
-  take under 1-5 ms (gc0/gc1 rows) and the rare gen-2 ones under 7.5 ms (gc2), far below p99.
-- Exactly-once: the slowest 1% wait before the worker picks them up (to_worker) and for the
-  transaction (commit_and_read: AddOffsetsToTxn + TxnOffsetCommit, EndTxn, the markers that
-  move the last stable offset). The transactional floor pays the same stages with smaller
-  batches; compare their p99 per level (p99_vs_floor in inference.json).
-  The extra is the stream thread being busy scoring and waiting for the batch in flight while
-  requests queue (to_worker), not the model call itself.
-- At-least-once: no transaction; p99 stays under 10 ms at 5% load and under its plain floor's
-  at every 1-worker level (the floor's slowest requests wait in the same places).
+  take under 1-5 ms (gc0/gc1 rows) and the rare gen-2 ones under 7.5 ms (gc2).
+- Exactly-once: a batch keeps growing while the one before it is written (stage fill), so it
+  no longer waits for that transaction (stage wait near 0). What is left of the slowest 1% is
+  the transaction itself (commit_and_read: AddOffsetsToTxn + TxnOffsetCommit, EndTxn, the
+  markers that move the last stable offset; per batch, stages offsets and commit) and the one
+  batch ahead of it (to_worker, to_writer). The transactional floor pays the same stages:
+  compare p99 per level (p99_vs_floor in inference.json).
+- At half load the slowest requests of modelbus and of its floor alike queue for the CPU
+  before the loop picks them up (to_worker): the 2 cores run the broker, the worker and the
+  load generator, and the level's rate comes from a max sustained rate that itself moves
+  from run to run.
+- At-least-once: no transaction; its slowest requests wait where the plain floor's do.
 - 2 workers on 2 cores share them with the broker and the load generator; their max sustained
   rate is lower than one worker's and the half-load level is CPU-bound (see the tables).
 """
@@ -147,8 +150,9 @@ Findings of the quiet run of 2026-11-27 (1 worker, 2 shared cores); the tables a
 DELIVERY_WHY = {
     "exactly_once_p99_ms_at_5%_load": "an exactly-once result is readable only once its "
     "batch's transaction commits: AddOffsetsToTxn and TxnOffsetCommit (stage offsets), EndTxn "
-    "and the commit markers that move the last stable offset (stage commit), and the next "
-    "batch waits for them (stage wait). The transactional floor (no model) pays the same: see "
+    "and the commit markers that move the last stable offset (stage commit), and a request "
+    "that arrives meanwhile rides in the next transaction (stage fill). The transactional "
+    "floor (no model) pays the same: see "
     "its p99 and the slowest 1%'s stages in inference_profile.txt.",
     "exactly_once_p99_ms_at_50%_load": "at half the max sustained rate the 2 cores are shared "
     "by the broker, the worker and the one-process load generator: requests wait for the CPU "
