@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import time
 from typing import Any
 
 from modelbus_inference.config import Settings
@@ -150,6 +151,18 @@ def test_a_growing_batch_stops_at_max_batch_size_even_while_the_writer_is_busy()
     assert loop.run_once() == 8
     assert len(writer.submitted[0]) == 8
     assert writer.busy_for > 0  # it stopped for the size, not because the writer got free
+
+
+def test_a_writer_that_stays_busy_stops_the_growing_at_the_kafka_deadline() -> None:
+    consumer = FakeConsumer(queued=1)  # one request, then nothing more ever arrives
+    loop, writer = loop_over(consumer, busy_for=10**9, batch_linger_ms=0, kafka_deadline_s=0.05)
+    started = time.monotonic()
+
+    assert loop.run_once() == 1
+
+    # It went on to settle() (which raises Stuck for a real writer) instead of reading forever.
+    assert 0.05 <= time.monotonic() - started < 5
+    assert len(writer.submitted) == 1
 
 
 def test_an_idle_poll_makes_one_call_and_submits_nothing() -> None:

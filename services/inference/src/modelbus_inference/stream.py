@@ -141,8 +141,14 @@ class StreamLoop:
         scoring_s = scored - fetched
         # While the previous batch is still being written, this one keeps growing, scored as
         # it comes: a request that arrives meanwhile rides in the next transaction instead of
-        # waiting for the one after it.
-        while self.writer.busy and len(batch) < self.settings.max_batch_size:
+        # waiting for the one after it. A writer stuck past the deadline is settle()'s to
+        # report (Stuck), so the growing stops there too.
+        give_up_at = scored + self.settings.kafka_deadline_s
+        while (
+            self.writer.busy
+            and len(batch) < self.settings.max_batch_size
+            and time.perf_counter() < give_up_at
+        ):
             more, _ = self._incoming(
                 consumer.consume(self.settings.max_batch_size - len(batch), FILL_SLICE_S)
             )
