@@ -73,7 +73,10 @@ class Settings(BaseSettings):
         default=0.1, ge=0, description="Largest allowed mean log loss increase."
     )
     max_latency_p99_ratio: float = Field(
-        default=1.5, ge=1, description="Candidate p99 latency at most this times the champion's."
+        default=1.5,
+        ge=1,
+        description="Candidate p99 latency at most this times the champion's, in the same "
+        "windows; fails only once the windows show it with `confidence`.",
     )
     latency_p99_ceiling_ms: float = Field(
         default=500.0, gt=0, description="Absolute p99 latency ceiling of the candidate."

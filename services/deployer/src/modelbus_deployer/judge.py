@@ -5,15 +5,27 @@ with a one-sided bound on the candidate-minus-champion difference (Agresti-Caffo
 the bound holds over every look of a rollout because the k-th look spends
 ``alpha * 6 / (pi^2 k^2)`` of the error rate, and those shares sum to ``alpha``. Too few samples
 on either arm is ``wait``: a window without traffic is not a window without errors.
+
+Latency is judged on the ratio of the arms' p99 in the same windows (both arms share the
+workers, so a window's load is common to both and cancels in the ratio). A window's p99 is
+its largest few latencies, so one window's ratio is noise: the candidate fails only when the
+windows together put its p99 above the allowed ratio with the same confidence as the rates (a
+one-sided Student t bound on the mean log ratio, spent the same way over looks), and waits
+while its ratio is above the limit but within that noise.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from statistics import NormalDist
+from statistics import NormalDist, fmean, stdev
+
+from scipy.stats import t as student_t
 
 from modelbus.events import types as t
+
+LATENCY_FLOOR_MS = 1.0
+"""p99 values below this are taken as this: under a millisecond a ratio measures the timer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +39,8 @@ class Arm:
     correct: int = 0
     log_loss_sum: float = 0.0
     latency_p99_sum: float = 0.0
+    latency_p99s: tuple[float, ...] = ()
+    """Each window's p99, in window order: arms built over the same windows pair them."""
     score_sum: float = 0.0
 
     def add(self, window: t.ModelHealth) -> Arm:
@@ -40,6 +54,7 @@ class Arm:
             correct=self.correct + window.correct,
             log_loss_sum=self.log_loss_sum + (window.log_loss or 0.0) * window.labelled,
             latency_p99_sum=self.latency_p99_sum + window.latency_p99_ms * window.requests,
+            latency_p99s=(*self.latency_p99s, window.latency_p99_ms),
             score_sum=self.score_sum + window.mean_score * window.requests,
         )
 
@@ -81,14 +96,47 @@ class Judgement:
         return [f"{g.name}: {g.verdict} ({g.detail})" for g in self.guardrails]
 
 
+def alpha_at_look(confidence: float, look: int) -> float:
+    """The error rate the k-th look may spend, so that all looks together keep ``confidence``.
+
+    >>> round(alpha_at_look(0.95, 1), 4), round(alpha_at_look(0.95, 10), 6)
+    (0.0304, 0.000304)
+    """
+    return (1 - confidence) * 6 / (math.pi**2 * look**2)
+
+
 def z_at_look(confidence: float, look: int) -> float:
     """One-sided z of the k-th look, so that all looks together keep ``confidence``.
 
     >>> round(z_at_look(0.95, 1), 3), round(z_at_look(0.95, 10), 3)
     (1.875, 3.428)
     """
-    alpha = (1 - confidence) * 6 / (math.pi**2 * look**2)
-    return NormalDist().inv_cdf(1 - alpha)
+    return NormalDist().inv_cdf(1 - alpha_at_look(confidence, look))
+
+
+def paired_ratio(
+    candidate: tuple[float, ...], champion: tuple[float, ...], alpha: float
+) -> tuple[float, float | None]:
+    """(geometric mean of the per-window ratios, its one-sided lower bound at ``alpha``).
+
+    The bound is a Student t bound on the mean log ratio; with one window there is no spread
+    to bound by, so no bound (None).
+
+    >>> ratio, lower = paired_ratio((30.0, 33.0, 27.0), (10.0, 10.0, 10.0), 0.01)
+    >>> round(ratio, 2), round(lower, 2)
+    (2.99, 2.0)
+    >>> paired_ratio((72.4,), (44.3,), 0.01)[1] is None
+    True
+    """
+    logs = [
+        math.log(max(c, LATENCY_FLOOR_MS) / max(h, LATENCY_FLOOR_MS))
+        for c, h in zip(candidate, champion, strict=True)
+    ]
+    mean = fmean(logs)
+    if len(logs) < 2:
+        return math.exp(mean), None
+    spread = stdev(logs) / math.sqrt(len(logs))
+    return math.exp(mean), math.exp(mean - student_t.ppf(1 - alpha, len(logs) - 1) * spread)
 
 
 def rate_difference(
@@ -159,7 +207,7 @@ def guardrails(
                 candidate.dead_letters / candidate.served, champion.dead_letters / champion.served,
             )
         )  # fmt: skip
-        results.append(_latency(policy, candidate, champion))
+        results.append(_latency(policy, candidate, champion, look))
     if min(candidate.labelled, champion.labelled) < policy.min_labelled:
         results.append(
             _starved("accuracy", candidate.labelled, champion.labelled, policy.min_labelled)
@@ -189,16 +237,29 @@ def _with_figures(
     return replace(result, candidate=candidate, champion=champion)
 
 
-def _latency(policy: t.RolloutPolicy, candidate: Arm, champion: Arm) -> t.GuardrailResult:
-    ratio = candidate.latency_p99_ms / max(champion.latency_p99_ms, 1e-9)
-    over_ceiling = candidate.latency_p99_ms > policy.latency_p99_ceiling_ms
-    verdict = "fail" if over_ceiling or ratio > policy.max_latency_p99_ratio else "pass"
+def _latency(
+    policy: t.RolloutPolicy, candidate: Arm, champion: Arm, look: int
+) -> t.GuardrailResult:
+    allowed = policy.max_latency_p99_ratio
+    alpha = alpha_at_look(policy.confidence, look)
+    ratio, lower = paired_ratio(candidate.latency_p99s, champion.latency_p99s, alpha)
+    windows = len(candidate.latency_p99s)
+    if candidate.latency_p99_ms > policy.latency_p99_ceiling_ms:
+        verdict, why = "fail", f"over the {policy.latency_p99_ceiling_ms:g} ms ceiling"
+    elif lower is not None and lower > allowed:
+        verdict, why = "fail", f"above {allowed:g}x with confidence"
+    elif ratio <= allowed:
+        verdict, why = "pass", f"within {allowed:g}x"
+    else:
+        verdict, why = "wait", f"above {allowed:g}x, but within the windows' noise"
+    bound = "no bound from one window" if lower is None else f"lower bound {lower:.2f}"
+    over = f"{windows} window{'' if windows == 1 else 's'}"
     return t.GuardrailResult(
         name="latency_p99", verdict=verdict, candidate=candidate.latency_p99_ms,
         champion=champion.latency_p99_ms, candidate_samples=candidate.results,
-        champion_samples=champion.results, threshold=policy.max_latency_p99_ratio,
-        detail=f"p99 {candidate.latency_p99_ms:.1f} ms vs {champion.latency_p99_ms:.1f} ms "
-        f"(ratio {ratio:.2f}, allowed {policy.max_latency_p99_ratio:g}; ceiling "
+        champion_samples=champion.results, threshold=allowed,
+        detail=f"p99 {candidate.latency_p99_ms:.1f} ms vs {champion.latency_p99_ms:.1f} ms: "
+        f"{why} (ratio {ratio:.2f} over {over}, {bound}; ceiling "
         f"{policy.latency_p99_ceiling_ms:g} ms)",
     )  # fmt: skip
 
