@@ -3,6 +3,9 @@ authentication, ACLs from modelbus.bus.acls, each principal limited to its job."
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -222,3 +225,34 @@ def test_inference_with_its_own_principal_serves_each_request_of_the_client_exac
 
 def _not_yet(reason: str) -> None:
     raise NotYet(reason)
+
+
+SERVICES = ("registry", "trainer", "inference", "monitor", "deployer")
+
+
+def test_every_service_refuses_to_start_with_a_wrong_password_and_names_the_setting(
+    secured: DedicatedKafka,
+) -> None:
+    """Before, the registry said only "Unable to bootstrap" and the others "Broker transport
+    failure", after their clients' timeouts."""
+    env = {
+        **os.environ,
+        **secured.credentials("client"),
+        "MODELBUS_BOOTSTRAP_SERVERS": secured.bootstrap,
+        "MODELBUS_KAFKA_SASL_PASSWORD": "not-the-password",
+        "MODELBUS_REGISTRY_API_TOKEN": "a-registry-token-long-enough-to-be-accepted",
+    }
+    started = time.monotonic()
+    command = [sys.executable, "-m", "modelbus_{}", "run"]
+    runs = {
+        service: subprocess.Popen(
+            [part.format(service) for part in command], env=env, text=True, stderr=subprocess.PIPE
+        )
+        for service in SERVICES
+    }
+    for service, run in runs.items():
+        _, stderr = run.communicate(timeout=120)
+        assert run.returncode == 2, stderr[-2000:]
+        assert f"{service}: refusing to start: authentication as 'client' failed" in stderr
+        assert "check MODELBUS_KAFKA_SASL_USERNAME and MODELBUS_KAFKA_SASL_PASSWORD" in stderr
+    assert time.monotonic() - started < 60  # each start takes a few seconds to import

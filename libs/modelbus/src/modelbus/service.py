@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import inspect
 import signal
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
 from modelbus.bus.dispatch import Handler
+
+BROKER_CHECK_S = 10.0
+"""How long a starting service waits for the broker's first answer before going on to its own
+retries (a broker that is still starting is not a misconfiguration)."""
 
 
 def inject(
@@ -39,3 +44,28 @@ def stop_on_signals() -> threading.Event:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     return stop
+
+
+def refuse_misconfigured_broker(service: str, bootstrap_servers: str) -> None:
+    """Exit 2 with the cause and the ``MODELBUS_KAFKA_*`` setting to fix when the broker refuses
+    this service's TLS, login or protocol; without this, librdkafka says only "Broker transport
+    failure" and aiokafka "Unable to bootstrap", after their timeouts.
+
+    A broker that does not answer within ``BROKER_CHECK_S`` is left to the service's own
+    retries, with a warning: it may still be starting.
+    """
+    import structlog
+
+    from modelbus.bus.connection_check import (
+        BrokerMisconfigured,
+        BrokerUnreachable,
+        check_connection,
+    )
+
+    try:
+        check_connection(bootstrap_servers, timeout_s=BROKER_CHECK_S)
+    except BrokerMisconfigured as error:
+        print(f"{service}: refusing to start: {error}", file=sys.stderr)
+        raise SystemExit(2) from error
+    except BrokerUnreachable as error:
+        structlog.get_logger(service).warning("broker not answering yet", reason=str(error))

@@ -10,7 +10,7 @@ import structlog
 import typer
 from rich import print_json
 
-from modelbus.service import stop_on_signals
+from modelbus.service import refuse_misconfigured_broker, stop_on_signals
 from modelbus_deployer.config import Settings
 
 log = structlog.get_logger(__name__)
@@ -37,6 +37,7 @@ def run() -> None:
 
     settings = Settings()
     kafka = settings.kafka
+    refuse_misconfigured_broker("deployer", kafka.bootstrap_servers)
     ensure_deployment_topics(kafka, models=[])
     loop = bootstrap(settings)
     stop = stop_on_signals()

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 from rich import print_json
 
+from modelbus.service import refuse_misconfigured_broker
 from modelbus_inference.config import Settings
 
 app = typer.Typer(
@@ -53,6 +54,7 @@ def run(
     if worker_index is not None:
         overrides["worker_index"] = worker_index
     settings = Settings(**overrides)  # type: ignore[arg-type]
+    refuse_misconfigured_broker("inference", settings.kafka.bootstrap_servers)
     if workers == 1:
         run_worker(settings)
     else:

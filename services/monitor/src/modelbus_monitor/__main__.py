@@ -6,7 +6,7 @@ import structlog
 import typer
 from rich import print_json
 
-from modelbus.service import stop_on_signals
+from modelbus.service import refuse_misconfigured_broker, stop_on_signals
 from modelbus_monitor.config import Settings
 
 log = structlog.get_logger(__name__)
@@ -41,6 +41,7 @@ def run() -> None:
 
     settings = Settings()
     kafka = settings.kafka
+    refuse_misconfigured_broker("monitor", kafka.bootstrap_servers)
     ensure_deployment_topics(kafka, models=[])
     stop = stop_on_signals()
     lease = Lease(kafka.bootstrap_servers, settings.group_id, settings.session_timeout_ms)

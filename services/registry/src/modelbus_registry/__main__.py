@@ -8,6 +8,7 @@ import json
 import typer
 from pydantic import ValidationError
 
+from modelbus.service import refuse_misconfigured_broker
 from modelbus.telemetry import configure_logging
 from modelbus_registry.config import Settings
 
@@ -37,6 +38,7 @@ def run(log_level: str = typer.Option("INFO", help="Log level.")) -> None:
     """Consume lifecycle events and serve the REST API in one process (Ctrl-C stops)."""
     settings = _settings()
     configure_logging("registry", level=log_level)
+    refuse_misconfigured_broker("registry", settings.kafka.bootstrap_servers)
     from modelbus_registry.bootstrap import run as run_registry
 
     asyncio.run(run_registry(settings))

@@ -12,7 +12,7 @@ from rich import print_json
 
 from modelbus.events import new_meta
 from modelbus.events import types as t
-from modelbus.service import stop_on_signals
+from modelbus.service import refuse_misconfigured_broker, stop_on_signals
 from modelbus.telemetry import configure_logging
 from modelbus_trainer.config import Settings
 
@@ -41,6 +41,7 @@ def run(
     configure_logging("trainer", level=log_level)
     settings = Settings()
     kafka = settings.kafka
+    refuse_misconfigured_broker("trainer", kafka.bootstrap_servers)
     ensure_deployment_topics(kafka)
     trainer = bootstrap(settings)
     stop = stop_on_signals()

@@ -21,6 +21,11 @@ class BrokerUnreachable(ConnectionError):
     """The broker did not answer; the message says why and which setting to look at."""
 
 
+class BrokerMisconfigured(BrokerUnreachable):
+    """The broker answered and refused this client's TLS, login or protocol: retrying will not
+    help until a setting changes (unlike a broker that is not up yet)."""
+
+
 def explain_failure(
     reports: Iterable[str], bootstrap_servers: str, security: SecuritySettings
 ) -> str | None:
@@ -100,7 +105,7 @@ def check_connection(
         admin.poll(0)  # serves error_cb and the log
         reason = explain_failure(reports, bootstrap_servers, chosen)
         if reason is not None:
-            raise BrokerUnreachable(reason)
+            raise BrokerMisconfigured(reason)
         if time.monotonic() >= deadline:
             seen = reports[-1] if reports else last
             raise BrokerUnreachable(
