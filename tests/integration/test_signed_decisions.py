@@ -82,7 +82,12 @@ def test_forged_traffic_shifts_are_dead_lettered_and_a_tampered_manifest_is_refu
         registered(model, 2, *package_v2),
         shifted(model, [("champion", 1, 100.0)]),
     )
-    worker = start_worker(bootstrap, model, MODELBUS_INFERENCE_SERVE_LATEST_WITHOUT_ROUTES="false")
+    workers = [
+        start_worker(
+            bootstrap, model, index=index, MODELBUS_INFERENCE_SERVE_LATEST_WITHOUT_ROUTES="false"
+        )
+        for index in (0, 1)
+    ]
     producer = RequestProducer(kafka_settings, codec)
     reader = TopicReader(bootstrap, data_topic(model, "predictions"), codec)
     forger = f"test-forger-{uuid.uuid4()}"
@@ -105,15 +110,18 @@ def test_forged_traffic_shifts_are_dead_lettered_and_a_tampered_manifest_is_refu
 
         def load_failed() -> list[t.ModelLoadFailed]:
             failed = lifecycle_events(bootstrap, codec, model, (t.ModelLoadFailed,))
-            if not failed:
-                raise NotYet("no ModelLoadFailed yet")
+            if len({event.meta.producer for event in failed}) < 2:
+                raise NotYet(f"ModelLoadFailed from {len(failed)} of 2 workers")
             return failed
 
+        # Both workers have read past the forgeries: each refused v3 after them on the log.
         failed = eventually(load_failed, timeout_s=60)
         after = _served_versions(producer, reader, model, "after-", 20)
+        letters_now = lifecycle_dead_letters(bootstrap, codec, model, 2)
     finally:
-        stop_workers([worker])
+        stop_workers(workers)
         reader.close()
+    assert len(letters_now) == 2, "two workers refused each forgery; one dead letter each"
     assert set(before.values()) == {1}
     assert len(before) == 20
     assert sorted((letter.error_type, letter.source_topic) for letter in letters) == [

@@ -139,7 +139,13 @@ def bootstrap(settings: Settings) -> Worker:
         models=models,
         metrics=metrics,
         lifecycle=LifecycleFollower(
-            kafka.bootstrap_servers, codec, models, dispatcher, publisher, trusted
+            kafka.bootstrap_servers,
+            codec,
+            models,
+            dispatcher,
+            publisher,
+            trusted,
+            writes_dead_letters=settings.worker_index == 0,
         ),
         stream=StreamLoop(settings, predictor, models),
         http_server=http_server,

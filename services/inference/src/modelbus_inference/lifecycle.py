@@ -1,7 +1,8 @@
 """Following modelbus.lifecycle: replay it from the start, then handle what comes next.
 
 Only decisions signed by their role count: at replay an unsigned or wrongly signed one is
-skipped; live, it is also dead-lettered with the reason (by the workers of its model).
+skipped; live, it is also dead-lettered with the reason, once: every worker of the model reads
+the whole log and refuses it, and the worker in slot 0 writes the dead letter (the others log).
 """
 
 from __future__ import annotations
@@ -34,8 +35,11 @@ class LifecycleFollower:
         dispatcher: Dispatcher,
         publisher: EventPublisher,
         trusted: TrustedKeys,
+        *,
+        writes_dead_letters: bool = True,
     ) -> None:
         self.trusted = trusted
+        self.writes_dead_letters = writes_dead_letters
         self.codec = codec
         self.models = models
         self.dispatcher = dispatcher
@@ -75,13 +79,18 @@ class LifecycleFollower:
                 refused = outcome.dead_letter
                 if refused is not None:
                     log.warning("lifecycle event not handled", reason=refused.reason)
-                    if refused.error_type in SIGNATURE_ERRORS and self._ours(envelope):
+                    if self._reports(refused.error_type, envelope):
                         topic = dlq_topic_for(envelope.topic)
                         self.publisher.publish(refused, topic=topic, key=envelope.key or b"")
                         self.publisher.flush()
                 self._publish(outcome.events)
         finally:
             self.consumer.close()
+
+    def _reports(self, error_type: str, envelope: Envelope) -> bool:
+        """Whether this worker dead-letters a refused decision: a signature refusal about its
+        model, and only in slot 0, so N workers write one dead letter, not N."""
+        return self.writes_dead_letters and error_type in SIGNATURE_ERRORS and self._ours(envelope)
 
     def _ours(self, envelope: Envelope) -> bool:
         return envelope.key == self.models.model.encode()
