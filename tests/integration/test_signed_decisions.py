@@ -8,11 +8,14 @@ import uuid
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from modelbus.bus import Publisher
 from modelbus.bus.topics import LIFECYCLE_TOPIC, data_topic
 from modelbus.events import types as t
 from modelbus.packaging import package_sha256
+from modelbus.trust import TRUST_FILE, Signer, key_id
+from modelbus.trust.keys import public_pem
 from tests.support.broker import (
     RequestProducer,
     TopicReader,
@@ -25,7 +28,7 @@ from tests.support.broker import (
 from tests.support.events import registered, shifted
 from tests.support.packages import credit_rows, untrained_package
 from tests.support.processes import start_worker, stop_workers
-from tests.support.signing import signer
+from tests.support.signing import ensure_test_keys, signer
 from tests.support.waiting import NotYet, eventually
 
 pytestmark = pytest.mark.integration
@@ -137,3 +140,65 @@ def test_forged_traffic_shifts_are_dead_lettered_and_a_tampered_manifest_is_refu
     assert "manifest.sig" in failed[0].reason
     assert "does not match" in failed[0].reason
     assert after == {f"after-{n}": 1 for n in range(20)}, "v1 keeps serving throughout"
+
+
+def test_a_running_worker_trusts_a_rotated_deployer_key_once_its_trust_file_lists_it(
+    kafka_settings,
+    unique: str,
+    packages: list[tuple[Path, str]],
+    tmp_path: Path,
+) -> None:
+    """Rotation step (1) with no restart: the worker re-reads its trust file when it changes."""
+    package_v1, package_v2 = packages
+    model = f"credit{unique}"
+    bootstrap = kafka_settings.bootstrap_servers
+    codec = request_codec()
+    trust_file = tmp_path / TRUST_FILE
+    shutil.copy(ensure_test_keys() / TRUST_FILE, trust_file)
+    create_model_topics(kafka_settings, model)
+    publish_lifecycle(
+        kafka_settings,
+        codec,
+        registered(model, 1, *package_v1),
+        registered(model, 2, *package_v2),
+        shifted(model, [("champion", 1, 100.0)]),
+    )
+    worker = start_worker(
+        bootstrap, model, MODELBUS_TRUSTED_KEYS=str(trust_file),
+        MODELBUS_INFERENCE_SERVE_LATEST_WITHOUT_ROUTES="false",
+    )  # fmt: skip
+    producer = RequestProducer(kafka_settings, codec)
+    reader = TopicReader(bootstrap, data_topic(model, "predictions"), codec)
+    new_key = Ed25519PrivateKey.generate()
+    rotated = Publisher(kafka_settings, codec, client_id=f"test-deployer-{uuid.uuid4()}",
+                        signer=Signer("deployer", new_key))  # fmt: skip
+    try:
+        before = _served_versions(producer, reader, model, "before-", 20)
+        rotated.publish(shifted(model, [("champion", 2, 100.0)]))
+        rotated.flush()
+        (refused,) = lifecycle_dead_letters(bootstrap, codec, model, 1)
+        document = json.loads(trust_file.read_text())
+        document["deployer"].append(public_pem(new_key.public_key()))
+        staged = tmp_path / "trust.new"
+        staged.write_text(json.dumps(document))
+        staged.replace(trust_file)
+        rotated.publish(shifted(model, [("champion", 2, 100.0)]))
+        rotated.flush()
+
+        def loaded_v2() -> None:
+            versions = {
+                e.version for e in lifecycle_events(bootstrap, codec, model, (t.ModelLoaded,))
+            }
+            if 2 not in versions:
+                raise NotYet(f"loaded {sorted(versions)}")
+
+        eventually(loaded_v2, timeout_s=60)
+        after = _served_versions(producer, reader, model, "after-", 20)
+    finally:
+        stop_workers([worker])
+        reader.close()
+    assert set(before.values()) == {1}
+    assert refused.error_type == "UntrustedKey"
+    assert f"key {key_id(new_key.public_key())} is not a trusted deployer key" in refused.reason
+    assert after == {f"after-{n}": 2 for n in range(20)}
+    assert worker.returncode == 0, "one process throughout: stopped by the test, not restarted"

@@ -108,6 +108,8 @@ def generate_keys(directory: Path, roles: tuple[str, ...] = ROLES) -> list[Path]
         (directory / f"{role}.pub.pem").write_text(public)
         if public not in trusted.setdefault(role, []):
             trusted[role].append(public)
-    trust_path.write_text(json.dumps(trusted, indent=2, sort_keys=True) + "\n")
+    staged = trust_path.with_name(f".{TRUST_FILE}.new")
+    staged.write_text(json.dumps(trusted, indent=2, sort_keys=True) + "\n")
+    staged.replace(trust_path)  # whole or not at all: running services re-read it
     written.append(trust_path)
     return written

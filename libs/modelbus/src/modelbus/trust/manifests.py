@@ -19,10 +19,8 @@ class ManifestSignatureError(ValueError):
 def sign_manifest(directory: Path, signer: Signer) -> Path:
     """Sign ``manifest.json``'s exact bytes; writes and returns ``manifest.sig``."""
     manifest = (directory / "manifest.json").read_bytes()
-    signature = {
-        "signer": signer.identity,
-        "signature": base64.b64encode(signer.sign(manifest_message(manifest))).decode(),
-    }
+    identity, signed = signer.signed(manifest_message(manifest))
+    signature = {"signer": identity, "signature": base64.b64encode(signed).decode()}
     path = directory / MANIFEST_SIGNATURE
     path.write_text(json.dumps(signature, sort_keys=True) + "\n")
     return path

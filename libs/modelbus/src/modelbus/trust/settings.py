@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from modelbus.trust.keys import (
-    ROLES,
-    TRUST_FILE,
-    load_private_key,
-    private_key_path,
-    read_trust_file,
-)
+from modelbus.trust.followed import FollowedSigner, FollowedTrust
+from modelbus.trust.keys import ROLES, TRUST_FILE, load_private_key, private_key_path
 from modelbus.trust.signing import Signer, SignerPerRole, TrustedKeys
 
 HOW_TO = (
@@ -45,7 +39,8 @@ class TrustSettings(BaseSettings):
 
 
 def load_signer(role: str, settings: TrustSettings | None = None) -> Signer:
-    """``role``'s signer, from MODELBUS_SIGNING_KEY; KeysMissing when there is none."""
+    """``role``'s signer, from MODELBUS_SIGNING_KEY; KeysMissing when there is none. It
+    follows its key file: a replaced key signs from the next event on."""
     chosen = settings or TrustSettings()
     if chosen.signing_key is None:
         raise KeysMissing(f"no signing key for {role}: {HOW_TO}")
@@ -65,7 +60,7 @@ def load_signer(role: str, settings: TrustSettings | None = None) -> Signer:
             f"signing key {path} can be read by other users: `chmod 600 {path}` (and consider "
             "it leaked: generate a new one and rotate)"
         )
-    return Signer(role, load_private_key(path))
+    return FollowedSigner(role, path)
 
 
 def load_signers(directory: Path, roles: tuple[str, ...] = ROLES) -> SignerPerRole:
@@ -80,7 +75,7 @@ def load_trusted(
 ) -> TrustedKeys:
     """The trusted public keys, from MODELBUS_TRUSTED_KEYS; KeysMissing when there are none,
     or when no key is trusted for one of the ``required`` roles (whose events would all be
-    refused)."""
+    refused). They follow the trust file: a key added or removed counts from then on."""
     chosen = settings or TrustSettings()
     if chosen.trusted_keys is None:
         raise KeysMissing(f"no trusted public keys: {HOW_TO}")
@@ -102,10 +97,4 @@ def _trusted_from(path: Path) -> TrustedKeys:
     file = path / TRUST_FILE if path.is_dir() else path
     if not file.is_file():
         raise KeysMissing(f"trust file {file} does not exist: {HOW_TO}")
-    return _read_trusted(file, file.stat().st_mtime_ns)
-
-
-@lru_cache(maxsize=8)
-def _read_trusted(file: Path, modified_ns: int) -> TrustedKeys:
-    """Read once per version of the file: `keys generate` may add a role's key meanwhile."""
-    return TrustedKeys(read_trust_file(file))
+    return FollowedTrust(file)

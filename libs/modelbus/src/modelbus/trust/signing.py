@@ -85,14 +85,16 @@ class Signer:
 
     def sign(self, message: bytes) -> bytes:
         """A 64-byte Ed25519 signature."""
-        return self._key.sign(message)
+        return self.signed(message)[1]
+
+    def signed(self, message: bytes) -> tuple[str, bytes]:
+        """(identity, signature) of ``message``, both of one and the same key."""
+        return self.identity, self._key.sign(message)
 
     def headers(self, topic: str, value: bytes, schema_name: str) -> list[tuple[str, bytes]]:
         """The signature headers of one message."""
-        return [
-            (SIGNER_HEADER, self.identity.encode()),
-            (SIGNATURE_HEADER, self.sign(event_message(topic, value))),
-        ]
+        identity, signature = self.signed(event_message(topic, value))
+        return [(SIGNER_HEADER, identity.encode()), (SIGNATURE_HEADER, signature)]
 
 
 class SignerPerRole:
@@ -116,11 +118,23 @@ class Rejection:
     reason: str
 
 
+def by_key_id(
+    keys: Mapping[str, list[Ed25519PublicKey]],
+) -> dict[str, dict[str, Ed25519PublicKey]]:
+    """Role -> key id -> public key."""
+    return {role: {key_id(key): key for key in pems} for role, pems in keys.items()}
+
+
 class TrustedKeys:
     """The public keys each role may sign with; several per role while a key is rotated."""
 
     def __init__(self, keys: Mapping[str, list[Ed25519PublicKey]]) -> None:
-        self.keys = {role: {key_id(key): key for key in pems} for role, pems in keys.items()}
+        self._keys = by_key_id(keys)
+
+    @property
+    def keys(self) -> dict[str, dict[str, Ed25519PublicKey]]:
+        """Role -> key id -> public key, as trusted now."""
+        return self._keys
 
     def verify(self, role: str, key: str, signature: bytes, message: bytes) -> Rejection | None:
         """None when ``role``'s key ``key`` made ``signature`` over ``message``."""
