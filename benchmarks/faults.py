@@ -91,11 +91,14 @@ class Plan:
     outage_s: float = 15.0
     before_s: float = 10.0
     after_s: float = 20.0
-    flood_phase_s: float = 30.0
+    flood_phase_s: float = 10.0
+    flood_rounds: int = 3
     soak_minutes: float = 30.0
 
 
-QUICK = Plan(outage_s=5.0, before_s=3.0, after_s=5.0, flood_phase_s=10.0, soak_minutes=1.0)
+QUICK = Plan(
+    outage_s=5.0, before_s=3.0, after_s=5.0, flood_phase_s=5.0, flood_rounds=2, soak_minutes=1.0
+)
 
 
 def default_rate() -> float:
@@ -163,7 +166,8 @@ class ResultLog:
 @dataclass
 class Load:
     """Requests at ``rate_per_s`` from a thread, keyed ``<prefix><n>``; unknown-fingerprint
-    messages interleaved when ``flood`` > 0 (that many, spread over ``flood_over_s``)."""
+    messages interleaved when ``flood`` > 0 (that many, spread over ``flood_over_s``), or, with
+    ``flood_valid``, as many extra valid requests (the control: the same added work)."""
 
     producer: RequestProducer
     model: str
@@ -171,6 +175,7 @@ class Load:
     prefix: str
     flood: int = 0
     flood_over_s: float = 1.0
+    flood_valid: bool = False
     sent_at: dict[bytes, float] = field(default_factory=dict)
     flooded: int = 0
 
@@ -192,9 +197,14 @@ class Load:
                 owed += unknown_per_request
                 while owed >= 1.0 and self.flooded < self.flood:
                     owed -= 1.0
-                    fingerprint = self.flooded.to_bytes(4, "big") + self.tag
                     key = f"x{self.prefix}{self.flooded}"
-                    self.producer.send_raw(self.model, key, MAGIC + fingerprint + b"\x00")
+                    if self.flood_valid:
+                        self.producer.send(
+                            self.model, key, self.rows[self.flooded % len(self.rows)]
+                        )
+                    else:
+                        fingerprint = self.flooded.to_bytes(4, "big") + self.tag
+                        self.producer.send_raw(self.model, key, MAGIC + fingerprint + b"\x00")
                     self.flooded += 1
                 key = f"{self.prefix}{sent}"
                 self.sent_at[key.encode()] = time.time()
@@ -332,40 +342,69 @@ def worker_fault(bench: Bench) -> Fault:
     return kill, restart, 0.0
 
 
+FLOOD_ARMS = {"without_flood": "quiet", "with_flood": "flood", "with_as_many_valid": "extra"}
+"""The flood benchmark's phases (result key -> phase name prefix): no extra messages; the
+unknown fingerprints; as many extra valid requests instead (the control: the same added work)."""
+
+
 def flood(bench: Bench, plan: Plan) -> dict[str, Any]:
-    """Normal requests at the same rate without, then with, 10,000 unknown fingerprints."""
-    quiet = bench.load("quiet")
-    time.sleep(plan.flood_phase_s)
-    quiet_keys = bench.finish("quiet", quiet)
-    log(f"flood: {FLOOD} unknown fingerprints among {plan.flood_phase_s:.0f} s of requests")
-    flooded = bench.load("flood", flood=FLOOD, flood_over_s=plan.flood_phase_s * 0.9)
-    time.sleep(plan.flood_phase_s)
-    flood_keys = bench.finish("flood", flooded)
-    quiet_ms = bench.latencies_ms(quiet_keys, quiet.sent_at)
-    flood_ms = bench.latencies_ms(flood_keys, flooded.sent_at)
-    p99_ratio = percentile(flood_ms, 99) / percentile(quiet_ms, 99)
+    """Normal requests at one rate, in phases without extra messages, with unknown-fingerprint
+    messages, and with as many extra valid requests.
+
+    ``flood_rounds`` rounds of the three phases, in the order ABC CBA ABC ... so that a drift
+    of the machine over the run falls on each alike (single phases one after the other
+    differed by more than the flood's effect at half load). The FLOOD distinct fingerprints
+    are shared out over the flood phases, and a control phase adds as many valid requests at
+    the same pace: if the flood costs normal requests no more than the control does, handling
+    an unknown fingerprint costs no more than serving a request. Each phase is answered before
+    the next starts.
+    """
+    latencies: dict[str, list[float]] = {arm: [] for arm in FLOOD_ARMS}
+    requests = dict.fromkeys(FLOOD_ARMS, 0)
+    rounds: list[dict[str, float]] = []
+    sent = 0
+    for index in range(plan.flood_rounds):
+        share = FLOOD // plan.flood_rounds + (index < FLOOD % plan.flood_rounds)
+        extra = {"flood": share, "flood_over_s": plan.flood_phase_s * 0.9}
+        p99s: dict[str, float] = {}
+        for arm in list(FLOOD_ARMS)[:: 1 if index % 2 == 0 else -1]:
+            name = f"{FLOOD_ARMS[arm]}{index}"
+            if arm == "without_flood":
+                load = bench.load(name)
+            else:
+                load = bench.load(name, **extra, flood_valid=arm == "with_as_many_valid")
+            time.sleep(plan.flood_phase_s)
+            keys = bench.finish(name, load)
+            sent += load.flooded if arm == "with_flood" else 0
+            phase_ms = bench.latencies_ms(keys, load.sent_at)
+            latencies[arm] += phase_ms
+            requests[arm] += len(keys)
+            p99s[arm] = percentile(phase_ms, 99)
+        rounds.append({f"{arm}_p99": round(value, 2) for arm, value in p99s.items()})
+        rounds[-1]["p99_ratio"] = round(p99s["with_flood"] / p99s["without_flood"], 3)
+        log(f"flood round {index + 1}/{plan.flood_rounds}: {rounds[-1]}")
+    p99 = {arm: percentile(values, 99) for arm, values in latencies.items()}
+    p99_ratio = p99["with_flood"] / p99["without_flood"]
     dlq = dlq_topic_for(data_topic(bench.model, "requests"))
     dead_letters = sum(1 for _ in read_topic(bench.kafka.bootstrap, dlq))
     return {
-        "unknown_fingerprints_sent": flooded.flooded,
+        "unknown_fingerprints_sent": sent,
         "dead_letters_on_requests_dlq": dead_letters,
-        "normal_requests": {"without_flood": len(quiet_keys), "with_flood": len(flood_keys)},
+        "normal_requests": requests,
         "latency_ms": {
-            "without_flood": {
-                "p50": round(percentile(quiet_ms, 50), 2),
-                "p99": round(percentile(quiet_ms, 99), 2),
-            },
-            "with_flood": {
-                "p50": round(percentile(flood_ms, 50), 2),
-                "p99": round(percentile(flood_ms, 99), 2),
-            },
+            arm: {"p50": round(percentile(values, 50), 2), "p99": round(p99[arm], 2)}
+            for arm, values in latencies.items()
         },
         "p99_ratio": round(p99_ratio, 3),
         "p99_ratio_target": 1.20,
         "target_met": p99_ratio <= 1.20,
+        "p99_ratio_flood_to_as_many_valid": round(p99["with_flood"] / p99["with_as_many_valid"], 3),
+        "rounds": rounds,
         "note": "latency: produce() of a normal request -> its committed result produced (the "
-        "result's CreateTime); both phases at the same rate, the flood's unknown messages "
-        "spread over its first 90%",
+        "result's CreateTime). Phases without extra messages, with the flood and with as many "
+        f"extra valid requests alternate (ABC CBA ...), each {plan.flood_phase_s:g} s at the "
+        "same rate, the extra messages spread over the first 90% of the phase; p99 and the "
+        "ratios are over all phases of a kind pooled, rounds gives each round's own",
     }
 
 
@@ -489,8 +528,12 @@ def run(
                     soaked.update(counts)
                 elif name in faults:
                     faults[name].update(counts)
-                elif name in ("quiet", "flood"):
-                    faults["unknown_fingerprint_flood"][f"{name}_phase"] = counts
+                elif name.rstrip("0123456789") in FLOOD_ARMS.values():
+                    phases = faults["unknown_fingerprint_flood"].setdefault(
+                        f"{name.rstrip('0123456789')}_phases", {}
+                    )
+                    for count, value in counts.items():
+                        phases[count] = phases.get(count, 0) + value
             every = [key for keys, _sent in bench.phases.values() for key in keys]
             return {
                 "configuration": {

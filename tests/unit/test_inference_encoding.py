@@ -1,4 +1,4 @@
-"""The hand-rolled PredictionResult encoder writes exactly what fastavro writes."""
+"""The hand-rolled PredictionResult and DeadLetter encoders write exactly what fastavro writes."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ from datetime import UTC, datetime
 
 import pytest
 
+from modelbus.bus import dead_letter
+from modelbus.bus.envelope import Envelope
 from modelbus.events import build_codec
 from modelbus.events import types as t
-from modelbus_inference.encoding import ResultEncoder, uuid4_strings, zigzag
+from modelbus.events.codec import MAGIC
+from modelbus_inference.encoding import DeadLetterEncoder, ResultEncoder, uuid4_strings, zigzag
 
 RESULT = "modelbus.events.PredictionResult"
 
@@ -62,3 +65,45 @@ def test_batched_event_ids_are_distinct_uuid4s() -> None:
     assert len(set(ids)) == 1000
     assert all(uuid.UUID(i).version == 4 and str(uuid.UUID(i)) == i for i in ids)
     assert all(uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "model_version", "reason"),
+    [
+        (b"k-1", b"\xc3\x01" + bytes(9), None, "requests[0]@7: unknown fingerprint 00ff"),
+        (None, None, 3, "ü" * 300),
+        (b"", b"x" * 5000, 0, ""),
+    ],
+)
+def test_fast_dead_letters_equal_the_dead_letter_event_fastavro_writes(  # type: ignore[no-untyped-def]
+    key, value, model_version, reason
+) -> None:
+    codec = build_codec()
+    known = codec.store.reader("modelbus.events.DeadLetter")
+    encoder = DeadLetterEncoder(codec, known, producer="inference@host:1", model="credit")
+    assert encoder.fast
+    envelope = Envelope(topic="modelbus.credit.requests", value=value, key=key, partition=2,
+                        offset=2**35)  # fmt: skip
+    event = dead_letter(envelope, "UnknownSchema", reason, producer="inference@host:1",
+                        model_version=model_version)  # fmt: skip
+    fast = encoder.encode(
+        event_id=event.meta.event_id, occurred_at=event.meta.occurred_at, topic=envelope.topic,
+        partition=2, offset=2**35, key=key, value=value, error_type="UnknownSchema",
+        reason=event.reason, model_version=model_version,
+    )  # fmt: skip
+    assert fast == codec.encode(event)
+    assert codec.decode(fast) == event
+
+
+def test_a_dead_letter_schema_of_another_shape_is_encoded_by_fastavro() -> None:
+    codec = build_codec()
+    known = codec.store.reader("modelbus.events.DeadLetter")
+    fields = [f for f in known.schema["fields"] if f["name"] != "model_version"]
+    other = codec.store.add({**known.schema, "fields": fields}, reader=False)
+    encoder = DeadLetterEncoder(codec, other, producer="p", model="credit")
+    assert not encoder.fast
+    written = encoder.encode(
+        event_id="e", occurred_at=datetime(2026, 1, 1, tzinfo=UTC), topic="t", partition=0,
+        offset=1, key=None, value=b"v", error_type="X", reason="r", model_version=None,
+    )  # fmt: skip
+    assert written.startswith(MAGIC + other.fingerprint)

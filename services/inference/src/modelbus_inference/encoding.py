@@ -165,3 +165,87 @@ def _millis(moment: datetime) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return (moment - _EPOCH) // _MILLISECOND
+
+
+class DeadLetterEncoder:
+    """Encodes the DeadLetter of a refused request as fastavro would, ~10x cheaper.
+
+    A flood of undecodable messages is answered with as many dead letters; built as events and
+    encoded by fastavro, each cost as much as 15 results, so a flood slowed the requests
+    around it far more than as many valid requests did. The fast path is used only when it
+    writes the very bytes fastavro writes for a sample letter of this schema (checked once at
+    construction); otherwise every letter goes through fastavro.
+    """
+
+    def __init__(self, codec: Codec, known: KnownSchema, *, producer: str, model: str) -> None:
+        self.codec, self.known = codec, known
+        self.producer_name, self.model_name = producer, model
+        self.header = MAGIC + known.fingerprint
+        self.producer, self.model = avro_string(producer), avro_string(model)
+        self._topics: dict[str, bytes] = {}
+        self.fast = True  # until the check below says otherwise
+        sample: dict[str, Any] = {
+            "event_id": "00000000-0000-4000-8000-000000000000",
+            "occurred_at": datetime(2026, 1, 1, tzinfo=UTC),
+            "topic": f"modelbus.{model}.requests",
+            "partition": 3,
+            "offset": 2**40,
+            "key": b"k",
+            "value": None,
+            "error_type": "UnknownSchema",
+            "reason": "why",
+            "model_version": 7,
+        }
+        self.fast = self.encode(**sample) == self._slow(**sample)
+
+    def encode(
+        self,
+        *,
+        event_id: str,
+        occurred_at: datetime,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        error_type: str,
+        reason: str,
+        model_version: int | None,
+    ) -> bytes:
+        """One dead letter, single-object encoded; its own event id is its correlation id."""
+        if not self.fast:
+            fields = dict(locals())
+            del fields["self"]
+            return self._slow(**fields)
+        source = self._topics.get(topic)
+        if source is None:
+            source = self._topics[topic] = avro_string(topic)
+        event = avro_string(event_id)
+        return b"".join((
+            self.header, event, zigzag(_millis(occurred_at)), self.producer, event, b"\x00",
+            self.model, source, zigzag(partition), zigzag(offset), _optional_bytes(key),
+            _optional_bytes(value), avro_string(error_type), avro_string(reason),
+            b"\x00" if model_version is None else b"\x02" + zigzag(model_version),
+        ))  # fmt: skip
+
+    def _slow(self, **fields: Any) -> bytes:
+        record = {
+            "meta": {
+                "event_id": fields["event_id"],
+                "occurred_at": fields["occurred_at"],
+                "producer": self.producer_name,
+                "correlation_id": fields["event_id"],
+                "causation_id": None,
+            },
+            "model": self.model_name,
+            "source_topic": fields["topic"],
+            "source_partition": fields["partition"],
+            "source_offset": fields["offset"],
+            **{name: fields[name] for name in ("key", "value", "error_type", "reason")},
+            "model_version": fields["model_version"],
+        }
+        return self.codec.encode_record(record, self.known)
+
+
+def _optional_bytes(data: bytes | None) -> bytes:
+    return b"\x00" if data is None else b"\x02" + zigzag(len(data)) + data

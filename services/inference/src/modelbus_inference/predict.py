@@ -8,14 +8,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from modelbus.bus import dead_letter
-from modelbus.bus.envelope import FINGERPRINT_HEADER, TYPE_HEADER, Envelope
+from modelbus.bus.envelope import FINGERPRINT_HEADER, TYPE_HEADER
 from modelbus.bus.topics import data_topic, shadow_topic
 from modelbus.events import Codec
 from modelbus.events import types as t
 from modelbus.events.meta import now_utc
 from modelbus_inference.domain import CHAMPION, SHADOW
-from modelbus_inference.encoding import ResultEncoder, uuid4_strings
+from modelbus_inference.encoding import DeadLetterEncoder, ResultEncoder, uuid4_strings
 from modelbus_inference.loading import ServedModel
 from modelbus_inference.metrics import Metrics, observe_many
 from modelbus_inference.serving import Serving
@@ -132,7 +131,7 @@ class BatchPredictor:
         letter = codec.store.reader("modelbus.events.DeadLetter")
         if result is None or letter is None:
             raise RuntimeError("PredictionResult/DeadLetter schemas are not in the codec's store")
-        self.letter_schema = letter
+        self.letters = DeadLetterEncoder(codec, letter, producer=producer, model=model)
         self.results = ResultEncoder(codec, result, producer=producer, model=model)
         self.result_headers = _headers(result.name, result.fingerprint)
         self.letter_headers = _headers(letter.name, letter.fingerprint)
@@ -251,20 +250,16 @@ class BatchPredictor:
     def _dead(
         self, message: Incoming, error_type: str, reason: str, version: int | None
     ) -> Outgoing:
-        envelope = Envelope(
-            topic=message.topic,
-            value=message.value,
-            key=message.key,
-            partition=message.partition,
-            offset=message.offset,
-        )
-        letter = dead_letter(
-            envelope, error_type, reason, producer=self.producer, model_version=version
-        )
+        """The DeadLetter that keeps ``message`` whole; its reason says where it was and why."""
         self.metrics.dead_letters.labels(
             self.model, "" if version is None else str(version), error_type
         ).inc()
-        value = self.codec.encode_record(letter.to_avro(), self.letter_schema)
+        value = self.letters.encode(
+            event_id=uuid4_strings(1)[0], occurred_at=now_utc(), topic=message.topic,
+            partition=message.partition, offset=message.offset, key=message.key,
+            value=message.value, error_type=error_type, reason=f"{_where(message)}: {reason}",
+            model_version=version,
+        )  # fmt: skip
         return Outgoing(self.dlq_topic, message.key, value, self.letter_headers)
 
 
