@@ -142,14 +142,15 @@ class BatchPredictor:
         """Outputs for every message of the batch: one result or one dead letter each."""
         picked_up = time.time()
         self._requests.inc(len(batch))
-        out: list[Outgoing] = []
         good: list[tuple[Incoming, dict[str, Any]]] = []
+        refused: list[tuple[Incoming, str, str, int | None]] = []
         decode = self.decoder.decode
         for message in batch:
             try:
                 good.append((message, decode(message.value, where=_where(message))))
             except Rejected as rejected:
-                out.append(self._dead(message, rejected.error_type, rejected.reason, None))
+                refused.append((message, rejected.error_type, rejected.reason, None))
+        out = self._dead_letters(refused) if refused else []
         if not good:
             return out
         self._batch_size.observe(len(good))
@@ -251,16 +252,26 @@ class BatchPredictor:
         self, message: Incoming, error_type: str, reason: str, version: int | None
     ) -> Outgoing:
         """The DeadLetter that keeps ``message`` whole; its reason says where it was and why."""
-        self.metrics.dead_letters.labels(
-            self.model, "" if version is None else str(version), error_type
-        ).inc()
-        value = self.letters.encode(
-            event_id=uuid4_strings(1)[0], occurred_at=now_utc(), topic=message.topic,
-            partition=message.partition, offset=message.offset, key=message.key,
-            value=message.value, error_type=error_type, reason=f"{_where(message)}: {reason}",
-            model_version=version,
-        )  # fmt: skip
-        return Outgoing(self.dlq_topic, message.key, value, self.letter_headers)
+        return self._dead_letters([(message, error_type, reason, version)])[0]
+
+    def _dead_letters(self, refused: list[tuple[Incoming, str, str, int | None]]) -> list[Outgoing]:
+        """One DeadLetter per (message, error type, reason, version); ids drawn at once."""
+        occurred_at = now_utc()
+        out = []
+        for (message, error_type, reason, version), event_id in zip(
+            refused, uuid4_strings(len(refused)), strict=True
+        ):
+            self.metrics.dead_letters.labels(
+                self.model, "" if version is None else str(version), error_type
+            ).inc()
+            value = self.letters.encode(
+                event_id=event_id, occurred_at=occurred_at, topic=message.topic,
+                partition=message.partition, offset=message.offset, key=message.key,
+                value=message.value, error_type=error_type,
+                reason=f"{_where(message)}: {reason}", model_version=version,
+            )  # fmt: skip
+            out.append(Outgoing(self.dlq_topic, message.key, value, self.letter_headers))
+        return out
 
 
 def _headers(name: str, fingerprint: bytes) -> list[tuple[str, str | bytes | None]]:
