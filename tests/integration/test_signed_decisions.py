@@ -67,16 +67,9 @@ def _served_versions(producer, reader, model: str, prefix: str, count: int) -> d
     return {r.request_id: r.version for r in records if r.request_id in wanted}
 
 
-def test_forged_traffic_shifts_are_dead_lettered_and_a_tampered_manifest_is_refused(
-    kafka_settings,
-    unique: str,
-    packages: list[tuple[Path, str]],
-    tmp_path: Path,
-) -> None:
+def v1_serves_v2_waits(kafka_settings, codec, model: str, packages) -> None:  # type: ignore[no-untyped-def]
+    """``model``'s topics; v1 and v2 registered, v1 the champion with all traffic."""
     package_v1, package_v2 = packages
-    model = f"credit{unique}"
-    bootstrap = kafka_settings.bootstrap_servers
-    codec = request_codec()
     create_model_topics(kafka_settings, model)
     publish_lifecycle(
         kafka_settings,
@@ -85,6 +78,18 @@ def test_forged_traffic_shifts_are_dead_lettered_and_a_tampered_manifest_is_refu
         registered(model, 2, *package_v2),
         shifted(model, [("champion", 1, 100.0)]),
     )
+
+
+def test_forged_traffic_shifts_are_dead_lettered_and_a_tampered_manifest_is_refused(
+    kafka_settings,
+    unique: str,
+    packages: list[tuple[Path, str]],
+    tmp_path: Path,
+) -> None:
+    model = f"credit{unique}"
+    bootstrap = kafka_settings.bootstrap_servers
+    codec = request_codec()
+    v1_serves_v2_waits(kafka_settings, codec, model, packages)
     workers = [
         start_worker(
             bootstrap, model, index=index, MODELBUS_INFERENCE_SERVE_LATEST_WITHOUT_ROUTES="false"
@@ -103,7 +108,7 @@ def test_forged_traffic_shifts_are_dead_lettered_and_a_tampered_manifest_is_refu
         wrong_role.publish(shifted(model, [("champion", 2, 100.0)]))
         wrong_role.flush()
         letters = lifecycle_dead_letters(bootstrap, codec, model, 2)
-        tampered = _manifest_tampered_copy(package_v2, tmp_path / "tampered")
+        tampered = _manifest_tampered_copy(packages[1], tmp_path / "tampered")
         publish_lifecycle(
             kafka_settings,
             codec,
@@ -149,20 +154,12 @@ def test_a_running_worker_trusts_a_rotated_deployer_key_once_its_trust_file_list
     tmp_path: Path,
 ) -> None:
     """Rotation step (1) with no restart: the worker re-reads its trust file when it changes."""
-    package_v1, package_v2 = packages
     model = f"credit{unique}"
     bootstrap = kafka_settings.bootstrap_servers
     codec = request_codec()
     trust_file = tmp_path / TRUST_FILE
     shutil.copy(ensure_test_keys() / TRUST_FILE, trust_file)
-    create_model_topics(kafka_settings, model)
-    publish_lifecycle(
-        kafka_settings,
-        codec,
-        registered(model, 1, *package_v1),
-        registered(model, 2, *package_v2),
-        shifted(model, [("champion", 1, 100.0)]),
-    )
+    v1_serves_v2_waits(kafka_settings, codec, model, packages)
     worker = start_worker(
         bootstrap, model, MODELBUS_TRUSTED_KEYS=str(trust_file),
         MODELBUS_INFERENCE_SERVE_LATEST_WITHOUT_ROUTES="false",

@@ -138,7 +138,7 @@ class StreamLoop:
         assert serving is not None, "the stream starts only once a model is served"
         outputs = self.predictor.predict(batch, serving)
         scored = time.perf_counter()
-        scoring_s = scored - fetched
+        fill_scoring_s = 0.0
         # While the previous batch is still being written, this one keeps growing, scored as
         # it comes: a request that arrives meanwhile rides in the next transaction instead of
         # waiting for the one after it. A writer stuck past the deadline is settle()'s to
@@ -156,7 +156,7 @@ class StreamLoop:
                 began = time.perf_counter()
                 batch += more
                 outputs += self.predictor.predict(more, serving)
-                scoring_s += time.perf_counter() - began
+                fill_scoring_s += time.perf_counter() - began
         filled = time.perf_counter()
         next_offsets: dict[tuple[str, int], int] = {}
         first_offsets: dict[tuple[str, int], int] = {}
@@ -167,8 +167,8 @@ class StreamLoop:
         aborted = self._settle()
         stage = self.observe_stage
         stage("fetch", (fetched - started) * 1000)
-        stage("score", scoring_s * 1000)
-        stage("fill", (filled - scored) * 1000 - (scoring_s - (scored - fetched)) * 1000)
+        stage("score", (scored - fetched + fill_scoring_s) * 1000)
+        stage("fill", (filled - scored - fill_scoring_s) * 1000)
         stage("wait", (time.perf_counter() - filled) * 1000)
         if aborted is not None:
             # The previous batch's transaction aborted: replay it and this one, in order.
