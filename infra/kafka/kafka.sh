@@ -16,7 +16,8 @@
 # KAFKA_BROKERS (1), MODELBUS_RUN_DIR (<repo>/.run), KAFKA_START_TIMEOUT_S (60), KAFKA_HEAP (512m),
 # KAFKA_SECURITY (none | sasl | sasl_ssl): with sasl, clients and brokers authenticate with
 # SCRAM-SHA-512 and KRaft's StandardAuthorizer denies whatever no ACL allows; sasl_ssl adds TLS
-# with a CA of the run directory's own. Each principal (admin, registry, trainer, deployer,
+# with a CA of the run directory's own (its certificate also names the hosts in KAFKA_TLS_NAMES,
+# comma-separated). Each principal (admin, registry, trainer, deployer,
 # inference, monitor, client) gets a random password at first `up`, kept under
 # <run dir>/credentials/ (mode 600): NAME.env to source, NAME.properties for Kafka's tools;
 # KAFKA_PASSWORDS_FROM names a file of NAME=password lines (another run directory's
@@ -75,7 +76,8 @@ check_security() {
   esac
 }
 
-# A CA of this run directory's own and a broker certificate for 127.0.0.1/localhost it signs.
+# A CA of this run directory's own and a broker certificate for 127.0.0.1/localhost it signs,
+# and for the host names in KAFKA_TLS_NAMES (comma-separated: docker-compose.yml's broker names).
 make_tls() {
   [[ -f "$tls_dir/broker.pem" ]] && return 0
   mkdir -p "$tls_dir"
@@ -83,11 +85,13 @@ make_tls() {
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 825 \
     -subj "/CN=modelbus local CA" -keyout "$tls_dir/ca.key" -out "$tls_dir/ca.pem" \
     -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>>"$quiet"
+  local names="IP:127.0.0.1,DNS:localhost" extra="${KAFKA_TLS_NAMES:-}" name
+  for name in ${extra//,/ }; do names+=",DNS:$name"; done
   openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
     -keyout "$tls_dir/broker.key" -out "$tls_dir/broker.csr" 2>>"$quiet"
   openssl x509 -req -in "$tls_dir/broker.csr" -CA "$tls_dir/ca.pem" -CAkey "$tls_dir/ca.key" \
     -CAcreateserial -days 825 -out "$tls_dir/broker.crt" 2>>"$quiet" \
-    -extfile <(printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n')
+    -extfile <(printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$names")
   cat "$tls_dir/broker.key" "$tls_dir/broker.crt" >"$tls_dir/broker.pem"
   chmod 644 "$tls_dir/ca.pem"
 }
