@@ -187,9 +187,11 @@ class Plan:
     half_load_s: float = 10.0
     lighter_load_s: float = 5.0
     step_s: float = 5.0
+    warmup_s: float = 5.0
+    """Before each latency level: seconds at its rate whose results are not counted."""
 
 
-QUICK = Plan(backlog=5_000, drains=1, half_load_s=3.0, lighter_load_s=2.0, step_s=2.0)
+QUICK = Plan(backlog=5_000, drains=1, half_load_s=3.0, lighter_load_s=2.0, step_s=2.0, warmup_s=1.0)
 
 
 # --- the artifact -------------------------------------------------------------------------
@@ -325,6 +327,38 @@ def _drain_rate(
 
 
 def _paced_latency(
+    settings: KafkaSettings,
+    model: str,
+    codec: Any,
+    rate_per_s: float,
+    seconds: float,
+    metrics_urls: list[str] | None = None,
+    warmup_s: float = 0.0,
+) -> dict[str, Any]:
+    """``_paced_once`` for ``seconds``, after ``warmup_s`` at the same rate whose results are
+    not counted (only summarised under ``warmup``).
+
+    A level measures the steady state at its rate. Right after a change of pace (a drain, a
+    new worker process, a broker whose JIT has not yet compiled the path of one-message
+    requests) the first seconds carry a transient of their own: on a freshly started broker,
+    a plain loop's first seconds at 518/s took up to 750 ms while its next 15 s had a p99 of
+    11-19 ms.
+    """
+    warmup = None
+    if warmup_s > 0:
+        first = _paced_once(settings, model, codec, rate_per_s, warmup_s)
+        warmup = {
+            "seconds": warmup_s,
+            **{
+                key: first[key]
+                for key in ("requests", "results_seen", "p50_ms", "p99_ms", "max_ms")
+            },
+        }
+    run = _paced_once(settings, model, codec, rate_per_s, seconds, metrics_urls)
+    return {**run, "warmup": warmup} if warmup else run
+
+
+def _paced_once(
     settings: KafkaSettings,
     model: str,
     codec: Any,
@@ -468,11 +502,19 @@ def modelbus_end_to_end(
         log(f"{who} keep up with {sustained:.0f}/s")
         loads_of = loads_of_per_s or sustained
         half = loads_of / 2
-        latency = _paced_latency(settings, model, codec, half, plan.half_load_s, metrics_urls)
+        latency = _paced_latency(
+            settings, model, codec, half, plan.half_load_s, metrics_urls, plan.warmup_s
+        )
         log(f"{who} at {half:.0f}/s: p50 {latency['p50_ms']} p99 {latency['p99_ms']}")
         lighter = {
             f"{fraction:.0%}": _paced_latency(
-                settings, model, codec, loads_of * fraction, plan.lighter_load_s, metrics_urls
+                settings,
+                model,
+                codec,
+                loads_of * fraction,
+                plan.lighter_load_s,
+                metrics_urls,
+                plan.warmup_s,
             )
             for fraction in (0.25, 0.05)
         }
@@ -539,6 +581,7 @@ def floor_latency(
                 loads_of_per_s * fraction,
                 plan.half_load_s if level == "50%" else plan.lighter_load_s,
                 metrics_urls,
+                plan.warmup_s,
             )
             for level, fraction in LOAD_LEVELS.items()
         }
@@ -625,7 +668,9 @@ def compare_delivery_modes(
         "read_committed reader (for at-least-once and the plain floor, as soon as it is "
         "delivered). The floor of exactly_once is the transactional consume -> produce loop, "
         "of at_least_once the plain one (benchmarks/floor.py: inference's stream loop with "
-        "no decode, model or encode).",
+        "no decode, model or encode). Each level is measured after a warm-up at its rate "
+        "(Plan.warmup_s, 5 s) whose results are not counted; the warm-up's own p50/p99 are "
+        "under each paced run's 'warmup'.",
         "p99_vs_floor_by_level": ratios,
         "targets": DELIVERY_TARGETS,
         "reached": reached,
