@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import subprocess
 import sys
 import time
@@ -80,12 +81,15 @@ class ComposeBroker:
         }
 
 
-def _compose_credentials_environment() -> dict[str, str]:
-    """The environment docker-compose.yml gives its `credentials` service, defaults applied."""
+def _compose_environment(service: str) -> dict[str, str]:
+    """The environment docker-compose.yml gives ``service``, each ``${NAME:-default}`` at its
+    default (what `docker compose up` does with nothing set)."""
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
-    environment = compose["services"]["credentials"]["environment"]
-    return {name: str(value).replace("${KAFKA_SECURITY:-sasl_ssl}", "sasl_ssl")
-            for name, value in environment.items()}  # fmt: skip
+    environment = compose["services"][service]["environment"]
+    return {
+        name: re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value))
+        for name, value in environment.items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +100,7 @@ def compose_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Compose
     # The credentials service: kafka.sh make-credentials, then a cluster id.
     subprocess.run(
         [KAFKA / "kafka.sh", "make-credentials"],
-        env={**os.environ, **_compose_credentials_environment(),
+        env={**os.environ, **_compose_environment("credentials"),
              "MODELBUS_RUN_DIR": str(root), "KAFKA_PORT": str(client_port)},
         check=True,
     )  # fmt: skip
@@ -116,7 +120,7 @@ def compose_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Compose
         ["bash", KAFKA / "docker-entrypoint.sh"],
         env={
             **os.environ,
-            "SECURITY": "sasl_ssl",
+            "SECURITY": _compose_environment("kafka")["SECURITY"],
             "NODE_ID": "1",
             "VOTERS": f"1@127.0.0.1:{controller_port}",
             "ADVERTISED": f"127.0.0.1:{client_port}",
