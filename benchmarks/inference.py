@@ -533,8 +533,10 @@ def modelbus_end_to_end(
         "backlog_drain": burst,
         "max_sustained": {
             "predictions_per_s": round(sustained),
-            "note": "highest paced rate (tried from the drain rate down) whose results all "
-            "arrive with max latency under 1 s while the load generator runs on the same cores",
+            "note": "the rate the load generator sent in the fastest step whose results all "
+            "arrived with max latency under 1 s (it shares the cores): offered from 90% of "
+            "the drain rate down in steps of 15%, a step failed by a single stall tried "
+            "again, then two halvings between the first rate kept up and the one above it",
             "steps": steps,
         },
         "latency_loads_relative_to_per_s": round(loads_of),
@@ -706,22 +708,57 @@ def _wait_for_members(bootstrap: str, group: str, workers: int) -> None:
     raise TimeoutError(f"{workers} workers did not all join {group} in 120 s")
 
 
+def _kept_up(run: dict[str, Any]) -> bool:
+    """Every result arrived and none took a second."""
+    return run["results_seen"] == run["requests"] and run["max_ms"] < 1000
+
+
+def _stalled_once(run: dict[str, Any]) -> bool:
+    """Failed on its slowest request alone: every result arrived and the p99 stayed under a
+    second (one stall, e.g. a broker GC or a log roll, not a backlog)."""
+    return run["results_seen"] == run["requests"] and run["p99_ms"] < 1000 <= run["max_ms"]
+
+
 def _sustained_rate(
     settings: KafkaSettings, model: str, codec: Any, drain_rate: float, step_s: float = 5.0
 ) -> tuple[float, list[dict[str, Any]]]:
-    """The highest of a few paced rates the workers keep up with (``step_s`` each)."""
-    steps = []
+    """The highest rate the workers keep up with (``_kept_up`` over ``step_s``): the rate the
+    load generator actually sent in the fastest step kept up.
+
+    Rates are offered from 90% of the drain rate down in steps of 15% of it; a step that fails
+    on a single stall (``_stalled_once``) is tried once more before going down. Between the
+    first rate kept up and the one above it, two halvings narrow the answer to ~4% of the
+    drain rate. The sent rate, not the offered one, is the answer: on 2 shared cores the load
+    generator falls short of fast rates (it once sent 3,099/s of 3,644/s asked), and a step
+    whose every result came back within a second kept up with what it was sent.
+    """
+    steps: list[dict[str, Any]] = []
+
+    def attempt(rate: float) -> bool:
+        run = _paced_latency(settings, model, codec, rate, step_s)
+        if _stalled_once(run):
+            steps.append({**run, "kept_up": False, "retried": "one stall over 1 s"})
+            run = _paced_latency(settings, model, codec, rate, step_s)
+        steps.append({**run, "kept_up": _kept_up(run)})
+        return bool(steps[-1]["kept_up"])
+
+    kept, failed = 0.0, None
     for fraction in (0.9, 0.75, 0.6, 0.45, 0.3, 0.15):
-        run = _paced_latency(settings, model, codec, drain_rate * fraction, step_s)
-        kept_up = (
-            run["results_seen"] == run["requests"]
-            and run["max_ms"] < 1000
-            and run["achieved_send_per_s"] >= 0.97 * run["offered_per_s"]
-        )
-        steps.append({**run, "kept_up": kept_up})
-        if kept_up:
-            return run["offered_per_s"], steps
-    return steps[-1]["offered_per_s"], steps
+        rate = drain_rate * fraction
+        if attempt(rate):
+            kept = rate
+            break
+        failed = rate
+    else:
+        return steps[-1]["achieved_send_per_s"], steps
+    if failed is not None:
+        for _ in range(2):
+            middle = (kept + failed) / 2
+            if attempt(middle):
+                kept = middle
+            else:
+                failed = middle
+    return max(step["achieved_send_per_s"] for step in steps if step["kept_up"]), steps
 
 
 # --- mlflow models serve ------------------------------------------------------------------

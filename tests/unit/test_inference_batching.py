@@ -6,6 +6,8 @@ import gc
 import time
 from typing import Any
 
+import pytest
+
 from modelbus_inference.config import Settings
 from modelbus_inference.metrics import Metrics
 from modelbus_inference.predict import Incoming, Outgoing
@@ -91,23 +93,16 @@ def loop_over(
     return loop, writer
 
 
-def test_an_at_least_once_batch_runs_with_what_has_arrived_once_its_first_request_is_in() -> None:
+@pytest.mark.parametrize("delivery", ["exactly_once", "at_least_once"])
+def test_a_batch_runs_with_what_has_arrived_once_its_first_request_is_in(delivery: str) -> None:
     consumer = FakeConsumer(queued=3)
-    loop, writer = loop_over(consumer, max_batch_size=500, max_wait_ms=5, delivery="at_least_once")
+    loop, writer = loop_over(consumer, max_batch_size=500, max_wait_ms=5, delivery=delivery)
 
     assert loop.run_once() == 3
 
     # Wait up to max_wait_ms for one, then take what is there without waiting (linger 0).
     assert consumer.calls == [(1, 0.005), (499, 0.0)]
     assert [[o.key for o in outputs] for outputs in writer.submitted] == [[b"r0", b"r1", b"r2"]]
-
-
-def test_an_exactly_once_batch_lingers_5_ms_for_more_by_default() -> None:
-    consumer = FakeConsumer(queued=3)
-    loop, _ = loop_over(consumer, max_batch_size=500, max_wait_ms=5)
-
-    assert loop.run_once() == 3
-    assert consumer.calls == [(1, 0.005), (499, 0.005)]
 
 
 def test_batch_linger_waits_for_more_and_max_batch_size_still_caps_the_batch() -> None:

@@ -49,14 +49,12 @@ class Settings(BaseSettings):
         description="Longest one poll waits for the first request of a micro-batch; an idle "
         "worker polls at this pace.",
     )
-    batch_linger_ms: int | None = Field(
-        default=None,
+    batch_linger_ms: int = Field(
+        default=0,
         ge=0,
         description="Once a batch's first request is in, how long to wait for more before it "
-        "runs; 0 runs it with what has arrived (batches still grow under load, from what "
-        "arrives while the batch before is written). Default: 5 in exactly_once, where a "
-        "transaction begun right after the last one's commit waits for that one's markers "
-        "(CONCURRENT_TRANSACTIONS retries); 0 in at_least_once.",
+        "runs; 0 runs it with what has arrived. Under load batches grow anyway, from what "
+        "arrives while the batch before is written.",
     )
     max_request_bytes: int = Field(
         default=65_536, ge=64, description="Larger request messages are dead-lettered."
@@ -131,10 +129,8 @@ class Settings(BaseSettings):
 
     @property
     def linger_s(self) -> float:
-        """``batch_linger_ms`` in seconds, the delivery mode's default when unset."""
-        if self.batch_linger_ms is not None:
-            return self.batch_linger_ms / 1000
-        return 0.005 if self.delivery == "exactly_once" else 0.0
+        """``batch_linger_ms`` in seconds."""
+        return self.batch_linger_ms / 1000
 
     @property
     def contract_name(self) -> str:
