@@ -137,13 +137,12 @@ Findings that held in every run made (1 worker, 2 shared cores); the numbers are
   markers that move the last stable offset; per batch, stages offsets and commit) and the one
   batch ahead of it (to_worker, to_writer). The transactional floor pays the same stages:
   compare p99 per level (p99_vs_floor in inference.json).
-- At half load the slowest requests of modelbus and of its floor alike queue for the CPU
-  before the loop picks them up (to_worker): the 2 cores run the broker, the worker and the
-  load generator, and the level's rate comes from a max sustained rate that itself moves
-  from run to run.
+- At half load the slowest requests queue for the CPU before the loop picks them up
+  (to_worker): the 2 cores run the broker, the worker and the load generator, and modelbus
+  spends CPU its floor does not (decode, validate, score, encode), so its floor waits less.
 - At-least-once: no transaction; its slowest requests wait where the plain floor's do.
-- 2 workers on 2 cores share them with the broker and the load generator; their max sustained
-  rate is lower than one worker's and the half-load level is CPU-bound (see the tables).
+- 2 workers on 2 cores share them with the broker and the load generator: the half-load
+  level is CPU-bound for both modes and both floors (see the tables).
 """
 
 # Why a tail target can be missed here; written into the JSON only for the targets missed.

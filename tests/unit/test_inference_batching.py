@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from modelbus_inference import stream
 from modelbus_inference.config import Settings
 from modelbus_inference.metrics import Metrics
 from modelbus_inference.predict import Incoming, Outgoing
@@ -53,8 +54,10 @@ class FakeConsumer:
 class EchoPredictor:
     def __init__(self) -> None:
         self.metrics = Metrics()
+        self.calls: list[int] = []  # the size of each predict() call
 
     def predict(self, batch: list[Incoming], serving: object) -> list[Outgoing]:
+        self.calls.append(len(batch))
         return [Outgoing("out", m.key, m.value or b"", []) for m in batch]
 
 
@@ -136,6 +139,31 @@ def test_a_batch_keeps_growing_while_the_previous_one_is_still_written() -> None
     # busy, a short read per look at it; once it is free the batch goes with what it has.
     assert consumer.calls == [(1, 0.005), (499, 0.0), (496, 0.002), (495, 0.002)]
     assert [o.key for o in writer.submitted[0]] == [f"r{i}".encode() for i in range(6)]
+
+
+def test_a_growing_batch_is_scored_in_one_call_once_the_writer_is_free() -> None:
+    consumer = FakeConsumer(queued=20)
+    loop, _ = loop_over(consumer, busy_for=2, max_batch_size=500, batch_linger_ms=0)
+    one_arrives_per_call(consumer, already_there=2)
+
+    assert loop.run_once() == 6
+    # Not once per slice read while the writer was busy (4, 1, 1): a call's fixed cost would
+    # be paid three times.
+    assert loop.predictor.calls == [6]  # type: ignore[attr-defined]
+
+
+def test_a_long_fill_scores_what_has_come_in_chunks_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(stream, "FILL_SCORE_AT", 3)
+    consumer = FakeConsumer(queued=30)
+    loop, writer = loop_over(consumer, busy_for=100, max_batch_size=8, batch_linger_ms=0)
+    one_arrives_per_call(consumer, already_there=2)
+
+    assert loop.run_once() == 8
+    # 4 fetched (>= 3: scored at the next look), then 3 more, then the last one at the end.
+    assert loop.predictor.calls == [4, 3, 1]  # type: ignore[attr-defined]
+    assert [o.key for o in writer.submitted[0]] == [f"r{i}".encode() for i in range(8)]
 
 
 def test_a_growing_batch_stops_at_max_batch_size_even_while_the_writer_is_busy() -> None:

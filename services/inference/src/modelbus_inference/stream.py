@@ -19,8 +19,8 @@ from modelbus.bus.security import client_config
 from modelbus.bus.topics import data_topic
 from modelbus_inference.config import Settings
 from modelbus_inference.delivery import AtLeastOnceWriter
-from modelbus_inference.predict import BatchPredictor, Incoming
-from modelbus_inference.serving import ModelManager
+from modelbus_inference.predict import BatchPredictor, Incoming, Outgoing
+from modelbus_inference.serving import ModelManager, Serving
 from modelbus_inference.transaction import Fenced, Stuck, TransactionalWriter
 from modelbus_inference.writer import BatchWriter
 
@@ -29,6 +29,10 @@ log = structlog.get_logger(__name__)
 FILL_SLICE_S = 0.002
 """How long one consume() waits while a batch grows behind the one being written: how soon
 the loop notices that the writer is free."""
+
+FILL_SCORE_AT = 64
+"""While a batch grows behind the one being written, its unscored requests are scored once
+this many have come: at that size the rows, not the call, are most of the cost."""
 
 
 def consumer_config(settings: Settings) -> dict[str, object]:
@@ -136,27 +140,32 @@ class StreamLoop:
             return 0
         serving = self.models.serving
         assert serving is not None, "the stream starts only once a model is served"
-        outputs = self.predictor.predict(batch, serving)
-        scored = time.perf_counter()
-        fill_scoring_s = 0.0
-        # While the previous batch is still being written, this one keeps growing, scored as
-        # it comes: a request that arrives meanwhile rides in the next transaction instead of
-        # waiting for the one after it. A writer stuck past the deadline is settle()'s to
-        # report (Stuck), so the growing stops there too.
-        give_up_at = scored + self.settings.kafka_deadline_s
+        # While the previous batch is still being written, this one keeps growing: a request
+        # that arrives meanwhile rides in the next transaction instead of waiting for the one
+        # after it. What arrives is scored in chunks of FILL_SCORE_AT and, the rest, once the
+        # writer is free: a predict() call costs about a millisecond whatever its size, so
+        # scoring each slice as it came cost more CPU than the rows themselves at light load.
+        # A writer stuck past the deadline is settle()'s to report (Stuck), so the growing
+        # stops there too.
+        outputs: list[Outgoing] = []
+        unscored = batch
+        scoring_s = 0.0
+        give_up_at = fetched + self.settings.kafka_deadline_s
         while (
             self.writer.busy
             and len(batch) < self.settings.max_batch_size
             and time.perf_counter() < give_up_at
         ):
+            if len(unscored) >= FILL_SCORE_AT:
+                scoring_s += self._score(unscored, serving, outputs)
+                unscored = []
             more, _ = self._incoming(
                 consumer.consume(self.settings.max_batch_size - len(batch), FILL_SLICE_S)
             )
-            if more:
-                began = time.perf_counter()
-                batch += more
-                outputs += self.predictor.predict(more, serving)
-                fill_scoring_s += time.perf_counter() - began
+            batch = batch + more
+            unscored = unscored + more
+        if unscored:
+            scoring_s += self._score(unscored, serving, outputs)
         filled = time.perf_counter()
         next_offsets: dict[tuple[str, int], int] = {}
         first_offsets: dict[tuple[str, int], int] = {}
@@ -167,8 +176,8 @@ class StreamLoop:
         aborted = self._settle()
         stage = self.observe_stage
         stage("fetch", (fetched - started) * 1000)
-        stage("score", (scored - fetched + fill_scoring_s) * 1000)
-        stage("fill", (filled - scored - fill_scoring_s) * 1000)
+        stage("score", scoring_s * 1000)
+        stage("fill", (filled - fetched - scoring_s) * 1000)
         stage("wait", (time.perf_counter() - filled) * 1000)
         if aborted is not None:
             # The previous batch's transaction aborted: replay it and this one, in order.
@@ -185,6 +194,12 @@ class StreamLoop:
         self.batches += 1
         self.processed += len(batch)
         return len(batch)
+
+    def _score(self, batch: list[Incoming], serving: Serving, outputs: list[Outgoing]) -> float:
+        """Append ``batch``'s outputs to ``outputs``; returns the seconds it took."""
+        began = time.perf_counter()
+        outputs += self.predictor.predict(batch, serving)
+        return time.perf_counter() - began
 
     def _incoming(self, messages: list[Message]) -> tuple[list[Incoming], bool]:
         """The requests among ``messages``, and whether a consumer error came with them.
