@@ -1,7 +1,10 @@
 """Inference throughput and latency vs MLflow serving and the raw broker -> results/inference.json.
 
-One script, one machine, one run, the same ``credit`` artifact everywhere:
+One script, one machine, one run, the same ``credit`` artifact everywhere, on a warm broker:
 
+0. ``warm_broker``: both floors at a spread of rates until the broker's JIT compilers are
+   quiet, as a broker in production is; every paced run then reports the cores the broker,
+   its JIT, the workers and the load generator used (benchmarks/cpu.py).
 1. modelbus end to end (requests produced -> results committed in Kafka transactions): max
    sustained predictions/s draining a backlog, then p50/p99 latency at 50% of that rate
    (send -> committed result seen by a read_committed consumer); 1 and 2 workers, the
@@ -51,6 +54,7 @@ from confluent_kafka.admin import AdminClient
 
 from benchmarks.codec import passthrough
 from benchmarks.common import RESULTS, log, write_result
+from benchmarks.cpu import CpuMeter, broker_pid
 from benchmarks.latency import (
     Seen,
     render,
@@ -107,7 +111,7 @@ WHY_SHORT = {
     "Compare lighter_load_latency and worker_part_* (sent_at -> result produced).",
     "two_workers_vs_one": "a second worker process needs a second core; with 2 cores the "
     "broker and the load generator already take most of one, so two workers mostly share "
-    "what one had.",
+    "what one had (see cpu_cores of the max sustained steps: the machine ~1.9 cores busy).",
     "vs_mlflow_single_row_throughput": "",
     "vs_mlflow_100_row_throughput": "a 100-row HTTP body is one request, one JSON parse and "
     "one forward pass for 100 rows; modelbus carries every row as its own Kafka message (Avro "
@@ -124,9 +128,19 @@ TARGETS = {
 
 
 FINDINGS = """
-Where inference latency comes from (benchmarks/inference.py; stages: benchmarks/latency.py)
+Where inference latency comes from (benchmarks/inference.py; stages: benchmarks/latency.py;
+cores: benchmarks/cpu.py)
 
-Findings that held in every run made (1 worker, 2 shared cores); the numbers are this run's:
+Findings that held in every run made (2 shared cores); the numbers are this run's:
+- The broker was warm: warm_broker ran both floors until the broker's JIT compilers used under
+  0.05 cores through a round (broker_warmup in inference.json). "broker jit" below is what
+  they used during each run.
+- The broker is the largest user of the cores at light load ("cpu" rows): at 5% load it takes
+  more than the workers, and the machine is already well over half busy. At these rates most
+  requests travel alone: one produce request from the load generator, one fetch by the
+  worker, one by the reader, and for exactly-once a transaction per few requests
+  (AddPartitionsToTxn, the broker's check of each output partition with the transaction
+  coordinator, AddOffsetsToTxn, TxnOffsetCommit, EndTxn, the markers).
 - The model is not the tail: in_worker (decode, validate, forward pass, encode) is a few ms at
   the median and in the slowest 1% at 5% and 25% load.
 - Garbage collection is not the tail: after gc.freeze() at start, generation-0/1 collections
@@ -138,11 +152,11 @@ Findings that held in every run made (1 worker, 2 shared cores); the numbers are
   batch ahead of it (to_worker, to_writer). The transactional floor pays the same stages:
   compare p99 per level (p99_vs_floor in inference.json).
 - At half load the slowest requests queue for the CPU before the loop picks them up
-  (to_worker): the 2 cores run the broker, the worker and the load generator, and modelbus
-  spends CPU its floor does not (decode, validate, score, encode), so its floor waits less.
-- At-least-once: no transaction; its slowest requests wait where the plain floor's do.
-- 2 workers on 2 cores share them with the broker and the load generator: the half-load
-  level is CPU-bound for both modes and both floors (see the tables).
+  (to_worker): the worker takes more of the 2 cores than its floor does (decode, validate,
+  score, encode), next to the broker and the load generator.
+- At-least-once: no transaction; its slowest requests wait before the worker picks them up.
+- 2 workers on 2 cores: at their max sustained rate the machine is ~1.9 cores busy (the steps'
+  cpu_cores in inference.json); a second worker process has no core of its own here.
 """
 
 # Why a tail target can be missed here; written into the JSON only for the targets missed.
@@ -157,9 +171,9 @@ DELIVERY_WHY = {
     "by the broker, the worker and the one-process load generator: requests wait for the CPU "
     "before the worker picks them up (to_worker) and batches wait for the transaction before "
     "them; the transactional floor at the same rate shows what the transactions alone cost.",
-    "at_least_once_p99_ms_at_5%_load": "see the slowest 1%'s stages in inference_profile.txt "
-    "and the plain floor's p99 at the same rate: what the floor shows is Kafka's and this "
-    "machine's, not the model's.",
+    "at_least_once_p99_ms_at_5%_load": "see the slowest 1%'s stages and the cores used in "
+    "inference_profile.txt, and the plain floor's p99 at the same rate: what the floor shows "
+    "is Kafka's and this machine's, not the model's.",
     "worst_p99_vs_floor": "where a level's p99 exceeds its floor's by more than 1.5x, compare "
     "the two breakdowns in inference_profile.txt: decoding, validating, scoring and encoding "
     "take CPU the floor does not need, on the 2 cores the broker and the load generator share.",
@@ -188,9 +202,21 @@ class Plan:
     step_s: float = 5.0
     warmup_s: float = 5.0
     """Before each latency level: seconds at its rate whose results are not counted."""
+    broker_warmup_round_s: float = 3.0
+    broker_warmup_max_s: float = 300.0
+    """``warm_broker``: seconds per rate and floor in a round; the most it may take in all."""
 
 
-QUICK = Plan(backlog=5_000, drains=1, half_load_s=3.0, lighter_load_s=2.0, step_s=2.0, warmup_s=1.0)
+QUICK = Plan(
+    backlog=5_000,
+    drains=1,
+    half_load_s=3.0,
+    lighter_load_s=2.0,
+    step_s=2.0,
+    warmup_s=1.0,
+    broker_warmup_round_s=1.0,
+    broker_warmup_max_s=30.0,
+)
 
 
 # --- the artifact -------------------------------------------------------------------------
@@ -333,6 +359,7 @@ def _paced_latency(
     seconds: float,
     metrics_urls: list[str] | None = None,
     warmup_s: float = 0.0,
+    cpu_of: dict[str, list[int]] | None = None,
 ) -> dict[str, Any]:
     """``_paced_once`` for ``seconds``, after ``warmup_s`` at the same rate whose results are
     not counted (only summarised under ``warmup``).
@@ -353,7 +380,7 @@ def _paced_latency(
                 for key in ("requests", "results_seen", "p50_ms", "p99_ms", "max_ms")
             },
         }
-    run = _paced_once(settings, model, codec, rate_per_s, seconds, metrics_urls)
+    run = _paced_once(settings, model, codec, rate_per_s, seconds, metrics_urls, cpu_of)
     return {**run, "warmup": warmup} if warmup else run
 
 
@@ -364,12 +391,15 @@ def _paced_once(
     rate_per_s: float,
     seconds: float,
     metrics_urls: list[str] | None = None,
+    cpu_of: dict[str, list[int]] | None = None,
 ) -> dict[str, Any]:
     """Send at a fixed rate; ms from produce() to the committed result reaching a reader.
 
     Requests are stamped (``sent_at``) as they are sent, so each result's latency splits into
     stages (benchmarks/latency.py); ``breakdown`` gives the slowest 1%'s. With the workers'
-    ``metrics_urls``, ``stages_per_batch`` gives their per-batch stage histograms over the run.
+    ``metrics_urls``, ``stages_per_batch`` gives their per-batch stage histograms over the run;
+    with ``cpu_of`` (name -> pids), ``cpu_cores`` gives the cores each group and this process
+    (the load generator) used from the first send to the last result (benchmarks/cpu.py).
     """
     topic = data_topic(model, "requests")
     reader = follow_from_now(
@@ -408,6 +438,12 @@ def _paced_once(
     # The load generator's own garbage collections must not pause the reader mid-measurement.
     gc.collect()
     gc.freeze()
+    brokers = (cpu_of or {}).get("broker", [])
+    meter = CpuMeter(
+        {**(cpu_of or {}), "load_generator": [os.getpid()]},
+        jit_of={"broker": brokers} if brokers else {},
+    )
+    meter.start()
     start = time.perf_counter()
     for index, (key, (head, tail)) in enumerate(zip(keys, parts, strict=True)):
         pause = start + index / rate_per_s - time.perf_counter()
@@ -423,6 +459,7 @@ def _paced_once(
     elapsed = time.perf_counter() - start
     finished_at.append(time.perf_counter())
     thread.join()
+    cpu_cores = meter.cores()
     gc.unfreeze()
     reader.close()
     values = np.asarray([item.latency_ms for item in seen])
@@ -440,6 +477,7 @@ def _paced_once(
         "p50_ms_first_quarter": round(float(np.median(by_send[:quarter])), 2),
         "p50_ms_last_quarter": round(float(np.median(by_send[-quarter:])), 2),
         "breakdown": slowest_breakdown(seen, codec),
+        "cpu_cores": cpu_cores,
     }
     if metrics_urls:
         run["stages_per_batch"] = workers_stage_quantiles(metrics_urls, before)
@@ -488,6 +526,7 @@ def modelbus_end_to_end(
                 raise TimeoutError("workers did not load the model in 120 s")
             time.sleep(0.5)
         _wait_for_members(settings.bootstrap_servers, group, workers)
+        cpu_of = _cpu_groups(settings, processes)
         warmup = _encoded_requests(codec, model, 5_000, "warm")
         _drain_rate(settings, model, warmup)
         who = f"{workers} worker(s), {delivery}"
@@ -501,13 +540,13 @@ def modelbus_end_to_end(
         burst = {**burst, "all_drains_per_s": [d["predictions_per_s"] for d in drains]}
         log(f"{who} drain a backlog at {burst['predictions_per_s']}/s")
         sustained, steps = _sustained_rate(
-            settings, model, codec, burst["predictions_per_s"], plan.step_s
+            settings, model, codec, burst["predictions_per_s"], plan.step_s, cpu_of
         )
         log(f"{who} keep up with {sustained:.0f}/s")
         loads_of = loads_of_per_s or sustained
         half = loads_of / 2
         latency = _paced_latency(
-            settings, model, codec, half, plan.half_load_s, metrics_urls, plan.warmup_s
+            settings, model, codec, half, plan.half_load_s, metrics_urls, plan.warmup_s, cpu_of
         )
         log(f"{who} at {half:.0f}/s: p50 {latency['p50_ms']} p99 {latency['p99_ms']}")
         lighter = {
@@ -519,6 +558,7 @@ def modelbus_end_to_end(
                 plan.lighter_load_s,
                 metrics_urls,
                 plan.warmup_s,
+                cpu_of,
             )
             for fraction in (0.25, 0.05)
         }
@@ -551,35 +591,102 @@ def modelbus_end_to_end(
     }
 
 
-def floor_latency(
-    settings: KafkaSettings, workers: int, delivery: str, loads_of_per_s: float, plan: Plan
-) -> dict[str, Any]:
-    """benchmarks/floor.py (the stream loop with no model) at the load levels' rates."""
-    model = f"floor{uuid.uuid4().hex[:8]}"
+def _model_topics(settings: KafkaSettings, prefix: str) -> tuple[str, Any]:
+    """A fresh model name with its topics, and the request codec (schemas published)."""
+    model = f"{prefix}{uuid.uuid4().hex[:8]}"
     create_model_topics(settings, model, PARTITIONS)
     codec = request_codec()
     RequestProducer(settings, codec)  # publishes the request schemas
-    ports = [free_port() for _ in range(workers)]
+    return model, codec
+
+
+def _start_floor(
+    settings: KafkaSettings, model: str, delivery: str, index: int = 0, metrics_port: int = 0
+) -> subprocess.Popen[bytes]:
+    """One benchmarks/floor.py process (worker slot ``index``) for ``model``."""
     env = {
         **os.environ,
         "MODELBUS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
         "MODELBUS_INFERENCE_SESSION_TIMEOUT_MS": "6000",
     }
+    return subprocess.Popen(
+        [
+            *(sys.executable, "-m", "benchmarks.floor", "--model", model),
+            *("--delivery", delivery, "--worker-index", str(index)),
+            *("--metrics-port", str(metrics_port)),
+        ],
+        env=env,
+        cwd=REPO,
+    )
+
+
+WARM_RATES = (500.0, 2_500.0, 10_000.0, 20_000.0)
+WARM_JIT_CORES = 0.05
+"""The broker counts as warm once its JIT compilers used under this many cores in a round."""
+
+
+def warm_broker(settings: KafkaSettings, plan: Plan) -> dict[str, Any]:
+    """Both floors (one process each) at WARM_RATES, round after round, until the broker's JIT
+    compilers are quiet (under WARM_JIT_CORES through a round) or ``plan.broker_warmup_max_s``
+    has passed; nothing of it is measured.
+
+    A broker in production has run for days with its hot paths compiled. A freshly started one
+    compiles them for minutes under load: at 387 requests/s through one exactly-once worker, its
+    JIT took 0.68 cores in the first 15 s and under 0.03 after ~75 s, while the p99 went from 47
+    to 17-24 ms (benchmarks/cpu.py). Measured before it settles, a level measures the JVM.
+    """
+    brokers = _cpu_groups(settings, [])["broker"]
+    if not brokers:
+        return {"skipped": "no local broker process whose JIT could be watched"}
+    targets = [(_model_topics(settings, "warm"), delivery) for delivery in DELIVERY_MODES]
     processes = [
-        subprocess.Popen(
-            [
-                *(sys.executable, "-m", "benchmarks.floor", "--model", model),
-                *("--delivery", delivery, "--worker-index", str(index)),
-                *("--metrics-port", str(port)),
-            ],
-            env=env,
-            cwd=REPO,
-        )
-        for index, port in enumerate(ports)
+        _start_floor(settings, model, delivery, index)
+        for index, ((model, _), delivery) in enumerate(targets)
+    ]
+    rounds: list[dict[str, Any]] = []
+    started = time.monotonic()
+    try:
+        for (model, _), _delivery in targets:
+            _wait_for_members(settings.bootstrap_servers, f"modelbus-inference-{model}", 1)
+        while True:
+            meter = CpuMeter({"broker": brokers}, jit_of={"broker": brokers})
+            meter.start()
+            for rate in WARM_RATES:
+                for (model, codec), _delivery in targets:
+                    _paced_once(settings, model, codec, rate, plan.broker_warmup_round_s)
+            cores = meter.cores()
+            rounds.append(
+                {"broker_cores": cores["broker"], "broker_jit_cores": cores["broker_jit"]}
+            )
+            log(f"warming the broker: its JIT used {cores['broker_jit']} cores this round")
+            warm = (cores["broker_jit"] or 0.0) < WARM_JIT_CORES
+            if warm or time.monotonic() - started > plan.broker_warmup_max_s:
+                break
+    finally:
+        stop_workers(processes)
+    return {
+        "rates_per_s": WARM_RATES,
+        "seconds_per_rate_and_floor": plan.broker_warmup_round_s,
+        "warm_below_jit_cores": WARM_JIT_CORES,
+        "warm": warm,
+        "seconds": round(time.monotonic() - started),
+        "rounds": rounds,
+    }
+
+
+def floor_latency(
+    settings: KafkaSettings, workers: int, delivery: str, loads_of_per_s: float, plan: Plan
+) -> dict[str, Any]:
+    """benchmarks/floor.py (the stream loop with no model) at the load levels' rates."""
+    model, codec = _model_topics(settings, "floor")
+    ports = [free_port() for _ in range(workers)]
+    processes = [
+        _start_floor(settings, model, delivery, index, port) for index, port in enumerate(ports)
     ]
     metrics_urls = [f"http://127.0.0.1:{port}/metrics" for port in ports]
     try:
         _wait_for_members(settings.bootstrap_servers, f"modelbus-inference-{model}", workers)
+        cpu_of = _cpu_groups(settings, processes)
         _drain_rate(settings, model, _encoded_requests(codec, model, 5_000, "warm"))
         levels = {
             level: _paced_latency(
@@ -590,6 +697,7 @@ def floor_latency(
                 plan.half_load_s if level == "50%" else plan.lighter_load_s,
                 metrics_urls,
                 plan.warmup_s,
+                cpu_of,
             )
             for level, fraction in LOAD_LEVELS.items()
         }
@@ -701,6 +809,16 @@ def paced_runs(
     return labelled
 
 
+def _cpu_groups(
+    settings: KafkaSettings, processes: list[subprocess.Popen[bytes]]
+) -> dict[str, list[int]]:
+    """The processes a paced run's ``cpu_cores`` covers: the local broker(s) of the bootstrap
+    list (none found: no "broker" figure) and the workers under test."""
+    ports = [int(server.rsplit(":", 1)[1]) for server in settings.bootstrap_servers.split(",")]
+    brokers = [pid for pid in map(broker_pid, ports) if pid is not None]
+    return {"broker": brokers, "workers": [process.pid for process in processes]}
+
+
 def _wait_for_members(bootstrap: str, group: str, workers: int) -> None:
     """Measure only once every worker holds partitions (no rebalance mid-measurement)."""
     admin = AdminClient(client_config(bootstrap))
@@ -737,7 +855,12 @@ def _stalled_once(run: dict[str, Any]) -> bool:
 
 
 def _sustained_rate(
-    settings: KafkaSettings, model: str, codec: Any, drain_rate: float, step_s: float = 5.0
+    settings: KafkaSettings,
+    model: str,
+    codec: Any,
+    drain_rate: float,
+    step_s: float = 5.0,
+    cpu_of: dict[str, list[int]] | None = None,
 ) -> tuple[float, list[dict[str, Any]]]:
     """The highest rate the workers keep up with (``_kept_up`` over ``step_s``): the rate the
     load generator actually sent in the fastest step kept up.
@@ -752,10 +875,10 @@ def _sustained_rate(
     steps: list[dict[str, Any]] = []
 
     def attempt(rate: float) -> bool:
-        run = _paced_latency(settings, model, codec, rate, step_s)
+        run = _paced_latency(settings, model, codec, rate, step_s, cpu_of=cpu_of)
         if _stalled_once(run):
             steps.append({**run, "kept_up": False, "retried": "one stall over 1 s"})
-            run = _paced_latency(settings, model, codec, rate, step_s)
+            run = _paced_latency(settings, model, codec, rate, step_s, cpu_of=cpu_of)
         kept_up = _kept_up(run)
         steps.append({**run, "kept_up": kept_up})
         return kept_up
@@ -970,9 +1093,17 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="modelbus-bench-inference-"))
     log(f"training and logging the credit artifact in {workdir}")
     artifact = logged_artifact(workdir)
+    plan = QUICK if args.quick else Plan(backlog=args.backlog)
+    log("warming the broker (until its JIT compilers are quiet)")
+    broker_warmup = warm_broker(settings, plan)
     if args.quick:
-        runs, floors = delivery_runs(settings, artifact, QUICK, (1,))
-        quick = {"quick": True, "plan": QUICK.__dict__, "modelbus_by_delivery": runs}
+        runs, floors = delivery_runs(settings, artifact, plan, (1,))
+        quick = {
+            "quick": True,
+            "plan": plan.__dict__,
+            "broker_warmup": broker_warmup,
+            "modelbus_by_delivery": runs,
+        }
         compared = compare_delivery_modes(runs, floors)
         path = workdir / "inference_quick.json"
         path.write_text(json.dumps({**quick, "floors": floors, "delivery_modes": compared}))
@@ -987,7 +1118,7 @@ def main() -> None:
             settings.bootstrap_servers, messages=100_000, transactional=True
         ),
     }
-    runs, floors = delivery_runs(settings, artifact, Plan(backlog=args.backlog), (1, 2))
+    runs, floors = delivery_runs(settings, artifact, plan, (1, 2))
     delivery_modes = compare_delivery_modes(runs, floors)
     modelbus = runs["exactly_once"]
     log("mlflow models serve")
@@ -1047,6 +1178,7 @@ def main() -> None:
     result = {
         "model": "credit (torch-mlp 32-16, 9 contract features)",
         "load_average_at_start_1_5_15": load_before,
+        "broker_warmup": broker_warmup,
         "modelbus": modelbus,
         "modelbus_at_least_once": runs["at_least_once"],
         "floors": floors,

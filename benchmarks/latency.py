@@ -26,6 +26,7 @@ then the number of collections.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,5 +194,12 @@ def render(levels: dict[str, dict[str, Any]], findings: str) -> str:
                 for stage, q in batches.items()
             )
             lines.append(f"   per batch (ms, histogram buckets): {per_batch}")
+        cores = run.get("cpu_cores") or {}
+        if cores:
+            used = ", ".join(
+                f"{name.replace('_', ' ')} {'?' if value is None else value}"
+                for name, value in cores.items()
+            )
+            lines.append(f"   cpu (cores used, of {os.cpu_count()}): {used}")
         lines.append("")
     return "\n".join(lines)

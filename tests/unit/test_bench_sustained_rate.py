@@ -22,7 +22,9 @@ class SimulatedSystem:
         self.stalls = stalls  # how many of the next steps get one stall over a second
         self.offered: list[float] = []
 
-    def paced(self, settings: Any, model: Any, codec: Any, rate: float, seconds: float) -> dict:
+    def paced(
+        self, settings: Any, model: Any, codec: Any, rate: float, seconds: float, **_: Any
+    ) -> dict:
         self.offered.append(rate)
         sent = min(rate, self.send_limit)
         overload = max(0.0, 1 - self.capacity / sent)
