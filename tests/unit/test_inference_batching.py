@@ -41,6 +41,7 @@ class FakeConsumer:
     def __init__(self, queued: int) -> None:
         self.queued = [FakeMessage(offset) for offset in range(queued)]
         self.calls: list[tuple[int, float]] = []
+        self.metadata_requests = 0
 
     def consume(self, n: int, timeout: float) -> list[FakeMessage]:
         self.calls.append((n, timeout))
@@ -48,6 +49,7 @@ class FakeConsumer:
         return taken
 
     def consumer_group_metadata(self) -> object:
+        self.metadata_requests += 1
         return object()
 
 
@@ -70,6 +72,7 @@ class RecordingWriter:
     next ``busy_for`` looks at ``busy``."""
 
     pending = False
+    needs_group_metadata = True
 
     def __init__(self, busy_for: int = 0) -> None:
         self.submitted: list[list[Outgoing]] = []
@@ -230,3 +233,15 @@ def test_garbage_collections_are_timed_by_generation_once_watched() -> None:
     count = metrics.registry.get_sample_value
     assert count("modelbus_inference_gc_pause_ms_count", {"generation": "2"}) == 1
     assert count("modelbus_inference_gc_pause_ms_count", {"generation": "0"}) >= 1
+
+
+@pytest.mark.parametrize("needs", [True, False])
+def test_the_group_metadata_is_fetched_only_for_a_writer_that_needs_it(needs: bool) -> None:
+    # It is a round trip to librdkafka's own thread: an at-least-once batch has no use for it.
+    consumer = FakeConsumer(queued=2)
+    loop, writer = loop_over(consumer, max_batch_size=500)
+    writer.needs_group_metadata = needs
+
+    assert loop.run_once() == 2
+
+    assert consumer.metadata_requests == (1 if needs else 0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
@@ -106,3 +108,43 @@ def test_an_aborted_batch_reports_no_commit_stage() -> None:
     writer.submit(OUT, OFFSETS, FIRST, object())
     assert writer.settle() == FIRST
     assert stages == ["produce"]
+
+
+class ThreadRecording(TransactionalWriter):
+    """Records the thread each batch is written on."""
+
+    threads: list[threading.Thread]
+
+    def _commit(self, *args: object) -> bool:  # type: ignore[override]
+        self.threads.append(threading.current_thread())
+        return super()._commit(*args)  # type: ignore[arg-type]
+
+
+def test_every_batch_is_written_on_one_thread_that_ends_with_the_writer() -> None:
+    threads: list[threading.Thread] = []
+    ThreadRecording.threads = threads
+    writer = ThreadRecording(FakeProducer(), worker_name="w-0", on_abort=lambda: None)  # type: ignore[arg-type]
+    for _ in range(3):
+        writer.submit(OUT, OFFSETS, FIRST, object())
+        assert writer.settle() is None
+
+    assert len(threads) == 3
+    assert len(set(threads)) == 1
+    assert threads[0] is not threading.current_thread()
+    writer.close()
+    threads[0].join(5)
+    assert not threads[0].is_alive()
+
+
+def test_an_abandoned_writer_s_thread_ends() -> None:
+    threads: list[threading.Thread] = []
+    ThreadRecording.threads = threads
+    writer = ThreadRecording(FakeProducer(), worker_name="w-0", on_abort=lambda: None)  # type: ignore[arg-type]
+    writer.submit(OUT, OFFSETS, FIRST, object())
+    writer.settle()
+    (thread,) = threads
+
+    writer.abandon()
+    thread.join(5)
+
+    assert not thread.is_alive()

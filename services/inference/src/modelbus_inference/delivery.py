@@ -41,6 +41,8 @@ class AtLeastOnceWriter(BatchWriter):
     ``final``, before the partitions are given up, they are committed synchronously.
     """
 
+    needs_group_metadata = False  # offsets go through the consumer, not a transaction
+
     def __init__(
         self,
         producer: Producer,

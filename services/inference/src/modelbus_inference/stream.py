@@ -190,7 +190,7 @@ class StreamLoop:
             outputs,
             [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()],
             first_offsets,
-            consumer.consumer_group_metadata(),
+            consumer.consumer_group_metadata() if self.writer.needs_group_metadata else None,
         )
         self.batches += 1
         self.processed += len(batch)
@@ -341,6 +341,7 @@ class StreamLoop:
         except (KafkaException, Fenced, Stuck) as error:
             log.warning("open transaction left to the broker to abort", error=str(error))
         finally:
+            self.writer.stop()
             consumer, producer = self.consumer, self.producer
             self.consumer = self.producer = None
             closing = _close_in_background(consumer, producer)
