@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,11 +116,12 @@ class CpuMeter:
     def _read(self) -> dict[str, float | None]:
         read: dict[str, float | None] = {"machine": machine_busy_s(self.proc)}
         for name, pids in self.groups.items():
-            seconds = [process_cpu_s(pid, self.proc) for pid in pids]
-            read[name] = None if not pids or None in seconds else sum(filter(None, seconds))
+            read[name] = self._total(process_cpu_s, pids)
         for name, pids in self.jit_of.items():
-            seconds = [jit_cpu_s(pid, self.proc) for pid in pids]
-            read[f"{name}_jit"] = (
-                None if not pids or None in seconds else sum(filter(None, seconds))
-            )
+            read[f"{name}_jit"] = self._total(jit_cpu_s, pids)
         return read
+
+    def _total(self, cpu_s: Callable[[int, Path], float | None], pids: list[int]) -> float | None:
+        """``cpu_s`` summed over ``pids``; None if there are none or one could not be read."""
+        seconds = [cpu_s(pid, self.proc) for pid in pids]
+        return None if not pids or None in seconds else sum(filter(None, seconds))
