@@ -52,6 +52,9 @@ class FakeConsumer:
         self.metadata_requests += 1
         return object()
 
+    def seek(self, partition: object) -> None:
+        pass  # a rewind; what was taken stays taken here
+
 
 class EchoPredictor:
     def __init__(self) -> None:
@@ -76,18 +79,24 @@ class RecordingWriter:
 
     def __init__(self, busy_for: int = 0) -> None:
         self.submitted: list[list[Outgoing]] = []
+        self.metadata: list[object] = []  # the group metadata each batch was submitted with
         self.busy_for = busy_for
+        self.aborts_next = False  # the batch in flight reports an aborted transaction
 
     @property
     def busy(self) -> bool:
         self.busy_for -= 1
         return self.busy_for >= 0
 
-    def settle(self, *, final: bool = False) -> None:
+    def settle(self, *, final: bool = False) -> dict[tuple[str, int], int] | None:
+        if self.aborts_next:
+            self.aborts_next = False
+            return {}
         return None
 
     def submit(self, outputs: list[Outgoing], *args: Any) -> None:
         self.submitted.append(outputs)
+        self.metadata.append(args[-1])
 
 
 def loop_over(
@@ -245,3 +254,41 @@ def test_the_group_metadata_is_fetched_only_for_a_writer_that_needs_it(needs: bo
     assert loop.run_once() == 2
 
     assert consumer.metadata_requests == (1 if needs else 0)
+
+
+def test_the_group_metadata_is_fetched_once_per_assignment_and_again_after_an_abort() -> None:
+    consumer = FakeConsumer(queued=7)
+    loop, writer = loop_over(consumer, max_batch_size=1)
+
+    for _ in range(3):
+        assert loop.run_once() == 1
+    assert consumer.metadata_requests == 1
+    assert writer.metadata[0] is writer.metadata[1] is writer.metadata[2]
+
+    # A rebalance: the partitions go, new ones come (a new generation of the group).
+    loop._on_revoke(consumer, [])  # type: ignore[arg-type]
+    assert loop.run_once() == 1
+    loop._on_assign(consumer, [])  # type: ignore[arg-type]
+    assert loop.run_once() == 1
+    assert consumer.metadata_requests == 3
+    assert writer.metadata[3] is not writer.metadata[2]
+
+    # The broker refused the last transaction (a stale generation would): fetch it again.
+    writer.aborts_next = True
+    assert loop.run_once() == 0
+    assert loop.run_once() == 1
+    assert consumer.metadata_requests == 4
+    assert len(writer.submitted) == 6
+
+
+def test_a_dropped_consumer_closing_in_the_background_leaves_the_metadata_alone() -> None:
+    consumer = FakeConsumer(queued=2)
+    loop, _ = loop_over(consumer, max_batch_size=1)
+    loop.run_once()
+
+    dropped = FakeConsumer(queued=0)
+    loop._on_assign(dropped, [])  # type: ignore[arg-type]
+    loop._on_revoke(dropped, [])  # type: ignore[arg-type]
+    loop.run_once()
+
+    assert consumer.metadata_requests == 1

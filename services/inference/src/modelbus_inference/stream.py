@@ -100,6 +100,12 @@ class StreamLoop:
         self.producer: Producer | None = None
         self.writer: BatchWriter = self._new_writer(None, None)
         self._broken: BaseException | None = None
+        # The consumer's group metadata (member id, generation) for the transactions' offsets,
+        # fetched once per assignment: each fetch is a round trip to librdkafka's own thread,
+        # and on 2 busy cores that thread waits for one. A rebalance, a revoke and an aborted
+        # transaction drop it. One gone stale anyway the broker refuses (ILLEGAL_GENERATION,
+        # an abortable error): its transaction aborts and its batch is replayed.
+        self._group_metadata: object | None = None
         self.batches = 0
         self.processed = 0
         self.rebuilds = 0
@@ -184,17 +190,24 @@ class StreamLoop:
             # The previous batch's transaction aborted: replay it and this one, in order.
             for where, offset in first_offsets.items():
                 aborted[where] = min(offset, aborted.get(where, offset))
+            self._group_metadata = None
             self._rewind(aborted)
             return 0
         self.writer.submit(
             outputs,
             [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()],
             first_offsets,
-            consumer.consumer_group_metadata() if self.writer.needs_group_metadata else None,
+            self._metadata(consumer) if self.writer.needs_group_metadata else None,
         )
         self.batches += 1
         self.processed += len(batch)
         return len(batch)
+
+    def _metadata(self, consumer: Consumer) -> object:
+        """The group metadata for this batch's transaction (see ``_group_metadata``)."""
+        if self._group_metadata is None:
+            self._group_metadata = consumer.consumer_group_metadata()
+        return self._group_metadata
 
     def _score(self, batch: list[Incoming], serving: Serving, outputs: list[Outgoing]) -> float:
         """Append ``batch``'s outputs to ``outputs``; returns the seconds it took."""
@@ -299,7 +312,8 @@ class StreamLoop:
             {**consumer_config(self.settings), "on_commit": self._offsets_committed}
         )
         self.writer = self._new_writer(producer, self.consumer)
-        self.consumer.subscribe([self.topic], on_revoke=self._on_revoke)
+        self._group_metadata = None
+        self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         self.progress.streaming()
         return True
 
@@ -314,11 +328,18 @@ class StreamLoop:
         self.consumer = None
         self.producer = None
 
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # A new generation of the group: the next transaction fetches its metadata afresh.
+        # (The client assigns ``partitions`` itself once this returns.)
+        if consumer is self.consumer:
+            self._group_metadata = None
+
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # The batch in flight must be committed before the partitions move; an aborted one
         # needs no rewind: the next owner starts from the committed offsets.
         if consumer is not self.consumer:
             return  # a dropped consumer closing in the background
+        self._group_metadata = None
         try:
             self._settle(final=True)
         except (KafkaException, Fenced, Stuck) as error:
