@@ -10,7 +10,7 @@ import pytest
 
 from modelbus_inference import stream
 from modelbus_inference.config import Settings
-from modelbus_inference.metrics import Metrics
+from modelbus_inference.metrics import Metrics, observe_many
 from modelbus_inference.predict import Incoming, Outgoing
 from modelbus_inference.stream import StreamLoop
 
@@ -292,3 +292,30 @@ def test_a_dropped_consumer_closing_in_the_background_leaves_the_metadata_alone(
     loop.run_once()
 
     assert consumer.metadata_requests == 1
+
+
+@pytest.mark.parametrize("count", [1, 4, 600])
+def test_observe_many_counts_each_value_where_observe_would(count: int) -> None:
+    # On a bound, between bounds, past the last bound (+Inf), and the same values repeated.
+    values = [
+        (0.5, 0.7, 1.0, 20.0, 49.9, 5000.0, 7500.25)[i % 7] * (1 + i // 7) for i in range(count)
+    ]
+    batched, one_by_one = Metrics(), Metrics()
+
+    observe_many(batched.end_to_end_ms.labels("credit", "1"), values)
+    for value in values:
+        one_by_one.end_to_end_ms.labels("credit", "1").observe(value)
+
+    def samples(metrics: Metrics) -> dict[tuple[str, str], float]:
+        (family,) = [
+            f for f in metrics.registry.collect() if f.name == "modelbus_inference_end_to_end_ms"
+        ]
+        return {
+            (s.name, s.labels.get("le", "")): s.value
+            for s in family.samples
+            if s.name != "modelbus_inference_end_to_end_ms_created"
+        }
+
+    expected = samples(one_by_one)
+    assert expected[("modelbus_inference_end_to_end_ms_count", "")] == count
+    assert samples(batched) == pytest.approx(expected)
